@@ -1,0 +1,1 @@
+"""Board targets, the UART shell, host protocol and driver, build/flash and reports."""

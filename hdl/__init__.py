@@ -1,0 +1,1 @@
+"""Reusable Amaranth building blocks: multipliers, requantizer, UART, neuron units, memories."""

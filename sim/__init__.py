@@ -1,0 +1,1 @@
+"""Golden models, simulation harnesses, waveforms and activity estimates."""

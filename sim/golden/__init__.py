@@ -1,0 +1,1 @@
+"""NumPy golden models. Nothing here imports Amaranth: these are the independent reference."""
