@@ -1,0 +1,808 @@
+"""The MAC-array generator: ``Y = requant(X @ W + bias)`` on a parameterized array of PEs.
+
+Architecture
+------------
+The array has ``rows x cols`` processing elements (PEs). Operands come from on-chip buffers
+(:class:`amaranth.lib.memory.Memory`, block RAM on iCE40) that a single ``load`` stream fills in
+row-major order; results leave through the ``y`` stream. Everything between runs in one in-order
+pipeline with a global enable, so a stall (a full output) freezes it without losing a beat.
+
+``dataflow="os"`` (output-stationary)
+    PE ``(i, j)`` owns output ``Y[m0+i, n0+j]`` of the current tile. Each beat broadcasts column
+    ``k`` of the X tile along the rows and row ``k`` of the W tile down the columns (one operand
+    register per row and per column, shared by its PEs); every PE adds one product per beat. After
+    ``K`` beats the tile's accumulators are copied into a shadow chain that drains, in row-major
+    order, through the output stage while the next tile already accumulates. Tiles go ``m`` outer,
+    ``n`` inner.
+
+``dataflow="ws"`` (weight-stationary)
+    PE ``(r, c)`` holds weight ``W[k0+r, n0+c]``. Each beat broadcasts ``X[m, k0:k0+rows]`` along the
+    rows; a pipelined adder tree sums each column, and the column sums accumulate over the K tiles in
+    a double-banked accumulator memory (one bank per N tile, so that one bank drains while the other
+    accumulates). Loading a weight tile costs ``rows`` beats; rows past ``K`` get zero weights.
+
+Output stage: ``y32 = saturate_int32(acc + bias[n])`` then the TFLite/gemmlowp requantizer
+(per-channel multiplier and right shift, rounding, zero point, clamp) or, with ``raw`` set, ``y32``.
+
+Results leave in *tile order* (see :meth:`MacArrayConfig.output_order`); the simulation harness
+and the host driver put them back into a row-major ``(M, N)`` matrix.
+"""
+
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+import numpy as np
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..hdl.mul import MULTIPLIER_KINDS, Multiplier, product_shape
+from ..hdl.requant import Requantizer
+
+__all__ = ["DATAFLOWS", "LoadTarget", "MacArray", "MacArrayConfig"]
+
+DATAFLOWS = ("os", "ws")
+
+#: Limits of the configuration space (validated with named errors).
+LIMITS = {
+    "rows": (1, 64),
+    "cols": (1, 64),
+    "in_bits": (2, 16),
+    "w_bits": (2, 16),
+    "acc_bits": (4, 64),
+    "max_m": (1, 65535),
+    "max_k": (1, 65535),
+    "max_n": (1, 65535),
+    "requant_radix": (1, 31),
+    "mul_latency": (0, 2),
+}
+
+
+def _range_of(bits, is_signed):
+    if is_signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def _signed_bits_for(lo, hi):
+    """Smallest signed width that holds every integer in ``lo..hi``."""
+    bits = 1
+    while not (-(1 << (bits - 1)) <= lo and hi <= (1 << (bits - 1)) - 1):
+        bits += 1
+    return bits
+
+
+class LoadTarget(enum.Enum, shape=3):
+    """Which buffer a word on the ``load`` stream goes to (each in its documented order)."""
+    X = 0      # X[m, k], row-major
+    W = 1      # W[k, n], row-major
+    BIAS = 2   # bias[n] (int32)
+    MULT = 3   # requantization multiplier[n] (0 .. 2**31-1)
+    SHIFT = 4  # requantization right shift[n] (0 .. 31)
+
+
+LoadLayout = data.StructLayout({"target": LoadTarget, "data": signed(32)})
+
+
+@dataclass(frozen=True)
+class MacArrayConfig:
+    """Parameters of a :class:`MacArray`.
+
+    Parameters
+    ----------
+    rows, cols : int
+        Array size (1..64 each). Output-stationary: rows tile M, cols tile N. Weight-stationary:
+        rows tile K, cols tile N.
+    dataflow : str
+        ``"os"`` (output-stationary) or ``"ws"`` (weight-stationary).
+    in_bits, in_signed : int, bool
+        Activation (X) operand type, 2..16 bits.
+    w_bits, w_signed : int, bool
+        Weight (W) operand type, 2..16 bits.
+    acc_bits : int or None
+        Accumulator width. ``None`` derives the width at which no sum of ``max_k`` products can
+        overflow; a smaller explicit width saturates after every accumulation step (see
+        :func:`npuforge.sim.golden.gemm`).
+    max_m, max_k, max_n : int
+        The largest problem the buffers hold; they size the memories.
+    multiplier : str
+        PE multiplier implementation: ``"lut"`` (partial products in logic) or ``"infer"``.
+    mul_latency : int
+        Register stages in each PE multiplier (0..2).
+    requant_radix : int
+        Multiplier bits the requantizer consumes per cycle (1..31): fewer cells, more cycles per
+        output.
+    out_signed : bool
+        Requantized outputs are int8 (True) or uint8 (False); the clamp limits are runtime inputs.
+    """
+
+    rows: int = 4
+    cols: int = 4
+    dataflow: str = "os"
+    in_bits: int = 8
+    in_signed: bool = True
+    w_bits: int = 8
+    w_signed: bool = True
+    acc_bits: Optional[int] = None
+    max_m: int = 32
+    max_k: int = 64
+    max_n: int = 32
+    multiplier: str = "lut"
+    mul_latency: int = 1
+    requant_radix: int = 8
+    out_signed: bool = True
+
+    def __post_init__(self):
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in LIMITS:
+                if f.name == "acc_bits" and value is None:
+                    continue
+                lo, hi = LIMITS[f.name]
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise TypeError(f"{f.name} must be an integer in {lo}..{hi}, not {value!r}")
+                if not lo <= value <= hi:
+                    raise ValueError(f"{f.name} must be an integer in {lo}..{hi}, not {value!r}")
+            elif f.type in (bool, "bool"):
+                if not isinstance(value, bool):
+                    raise TypeError(f"{f.name} must be True or False, not {value!r}")
+        if self.dataflow not in DATAFLOWS:
+            raise ValueError(f"dataflow must be one of 'os', 'ws', not {self.dataflow!r}")
+        if self.multiplier not in MULTIPLIER_KINDS:
+            raise ValueError(f"multiplier must be one of {', '.join(map(repr, MULTIPLIER_KINDS))}, "
+                             f"not {self.multiplier!r}")
+        if self.acc_bits is not None and self.acc_bits < self.product_bits:
+            raise ValueError(f"acc_bits must be at least the product width {self.product_bits} "
+                             f"(in_bits {self.in_bits} x w_bits {self.w_bits}), not {self.acc_bits}")
+        for name, words in (("X", self.x_words), ("W", self.w_words)):
+            if words > 1 << 20:
+                raise ValueError(f"the {name} buffer would need {words} words; reduce max_m, max_k or "
+                                 f"max_n (at most {1 << 20} words per buffer)")
+
+    # -- derived figures ---------------------------------------------------------------------
+    @property
+    def product_bits(self):
+        return product_shape(self.in_shape, self.w_shape).width
+
+    @property
+    def in_shape(self):
+        return signed(self.in_bits) if self.in_signed else unsigned(self.in_bits)
+
+    @property
+    def w_shape(self):
+        return signed(self.w_bits) if self.w_signed else unsigned(self.w_bits)
+
+    @property
+    def natural_acc_bits(self):
+        """Accumulator width at which no sum of ``max_k`` products can overflow."""
+        alo, ahi = _range_of(self.in_bits, self.in_signed)
+        wlo, whi = _range_of(self.w_bits, self.w_signed)
+        corners = [alo * wlo, alo * whi, ahi * wlo, ahi * whi]
+        return _signed_bits_for(self.max_k * min(corners), self.max_k * max(corners))
+
+    @property
+    def accumulator_bits(self):
+        """The accumulator width the hardware has (explicit or derived)."""
+        return self.natural_acc_bits if self.acc_bits is None else self.acc_bits
+
+    @property
+    def saturating(self):
+        """True when the accumulator is narrower than the natural width and saturates."""
+        return self.accumulator_bits < self.natural_acc_bits
+
+    @property
+    def k_group(self):
+        """How many products the hardware sums exactly before each (saturating) accumulation."""
+        return 1 if self.dataflow == "os" else self.rows
+
+    @property
+    def macs_per_cycle(self):
+        return self.rows * self.cols
+
+    @property
+    def x_words(self):
+        if self.dataflow == "os":
+            return math.ceil(self.max_m / self.rows) * self.max_k
+        return math.ceil(self.max_k / self.rows) * self.max_m
+
+    @property
+    def w_words(self):
+        return math.ceil(self.max_n / self.cols) * self.max_k
+
+    @property
+    def acc_words(self):
+        return 2 * self.max_m if self.dataflow == "ws" else 0
+
+    @property
+    def memory_bits(self):
+        """Bits of on-chip buffer memory, by buffer."""
+        return {
+            "x": self.x_words * self.rows * self.in_bits,
+            "w": self.w_words * self.cols * self.w_bits,
+            "acc": self.acc_words * self.cols * self.accumulator_bits,
+            "params": self.max_n * (32 + 31 + 5),
+        }
+
+    def estimate_resources(self):
+        """A conservative pre-synthesis estimate: ``logic_cells``, ``bram``, ``spram``, ``dsp``.
+
+        Used to refuse a design that cannot fit a board before a minute of synthesis; the nextpnr
+        report is the authority.
+        """
+        pes = self.rows * self.cols
+        a, w, acc = self.in_bits, self.w_bits, self.accumulator_bits
+        # Partial products cost about one cell per operand bit pair; an inferred multiply may
+        # land on a DSP block instead, which the `dsp` figure counts.
+        mul_lc = a * w + (a + w) * 2 if self.multiplier == "lut" else 2 * (a + w)
+        pe_lc = mul_lc + acc * (2 if self.dataflow == "os" else 1) + self.product_bits
+        ctrl_lc = 400 + 12 * 31 // max(1, self.requant_radix) * 4 + 32 * 6
+        bram = 0
+        for bits, width in ((self.memory_bits["x"], self.rows * self.in_bits),
+                            (self.memory_bits["w"], self.cols * self.w_bits),
+                            (self.memory_bits["acc"], self.cols * self.accumulator_bits),
+                            (self.max_n * 32, 32), (self.max_n * 31, 31), (self.max_n * 5, 5)):
+            if bits:
+                # An EBR is 4096 bits, at most 16 bits wide: a wide word spans several blocks.
+                bram += max(math.ceil(width / 16), math.ceil(bits / 4096))
+        return {"logic_cells": int(pes * pe_lc + ctrl_lc), "bram": bram, "spram": 0,
+                "dsp": pes if self.multiplier == "infer" else 0}
+
+    def check_shape(self, m, k, n):
+        """Raise :class:`ValueError` unless an ``(m, k) @ (k, n)`` product fits the buffers."""
+        for name, value, limit in (("M", m, self.max_m), ("K", k, self.max_k), ("N", n, self.max_n)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an integer, not {value!r}")
+            if not 1 <= value <= limit:
+                raise ValueError(f"{name} must be in 1..{limit} (max_{name.lower()} of this array), "
+                                 f"not {value}")
+
+    def output_order(self, m, n):
+        """Row and column index of every output in the order the ``y`` stream produces them.
+
+        Returns
+        -------
+        (rows, cols) : tuple of numpy.ndarray
+            ``Y[rows[t], cols[t]]`` is the ``t``-th word on ``y``.
+        """
+        R, C = self.rows, self.cols
+        out_r, out_c = [], []
+        if self.dataflow == "os":
+            for m0 in range(0, m, R):
+                for n0 in range(0, n, C):
+                    for i in range(m0, min(m0 + R, m)):
+                        for j in range(n0, min(n0 + C, n)):
+                            out_r.append(i)
+                            out_c.append(j)
+        else:
+            for n0 in range(0, n, C):
+                for i in range(m):
+                    for j in range(n0, min(n0 + C, n)):
+                        out_r.append(i)
+                        out_c.append(j)
+        return np.array(out_r, dtype=np.int64), np.array(out_c, dtype=np.int64)
+
+    def compute_cycles(self, m, k, n):
+        """Beats the array issues for one GEMM (the ideal cycle count without stalls)."""
+        R, C = self.rows, self.cols
+        if self.dataflow == "os":
+            return math.ceil(m / R) * math.ceil(n / C) * k
+        return math.ceil(n / C) * math.ceil(k / R) * (R + m)
+
+    # -- serialization ------------------------------------------------------------------------
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown mac-array parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+def _saturate(value, bits):
+    """``value`` clamped to the signed ``bits``-bit range (an Amaranth expression)."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return Mux(value > hi, hi, Mux(value < lo, lo, value))
+
+
+class MacArray(wiring.Component):
+    """A parameterized MAC array computing ``Y = requant(X @ W + bias)``.
+
+    Parameters
+    ----------
+    config : MacArrayConfig
+
+    Members
+    -------
+    load : In(stream.Signature(LoadLayout))
+        Buffer writes: ``target`` selects X, W, BIAS, MULT or SHIFT; each target has its own
+        row-major write counter, reset by ``clear``. Not ready while a GEMM runs.
+    y : Out(stream.Signature(signed(32)))
+        Results, ``M * N`` words per run in :meth:`MacArrayConfig.output_order`.
+    size_m, size_k, size_n : In(16)
+        Problem size; set before loading (the loaders use it to place words) and hold.
+    clear : In(1)
+        Pulse: restart all load counters.
+    start : In(1)
+        Pulse: run the GEMM on the loaded buffers.
+    busy : Out(1)
+        High from ``start`` until the last result has left ``y``.
+    cycles : Out(32)
+        Cycles the last (or current) run has been busy.
+    raw : In(1)
+        Output ``saturate_int32(acc + bias)`` without requantization.
+    zero_point, out_min, out_max : In(signed(16))
+        Requantization zero point and output clamp (ReLU: ``out_min = zero_point``).
+
+    Raises
+    ------
+    TypeError
+        If ``config`` is not a :class:`MacArrayConfig`.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, MacArrayConfig):
+            raise TypeError(f"config must be a MacArrayConfig, not {config!r}")
+        self.config = config
+        super().__init__({
+            "load": In(stream.Signature(LoadLayout)),
+            "y": Out(stream.Signature(signed(32))),
+            "size_m": In(16),
+            "size_k": In(16),
+            "size_n": In(16),
+            "clear": In(1),
+            "start": In(1),
+            "busy": Out(1),
+            "cycles": Out(32),
+            "raw": In(1),
+            "zero_point": In(signed(16)),
+            "out_min": In(signed(16)),
+            "out_max": In(signed(16)),
+        })
+
+    # ------------------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
+        R, C = cfg.rows, cfg.cols
+        acc_bits = cfg.accumulator_bits
+
+        running = Signal()      # the sequencer still issues beats
+        cen = Signal()          # global enable of the compute pipeline
+        busy = Signal()
+
+        # -- buffers ----------------------------------------------------------------------------
+        m.submodules.x_mem = x_mem = Memory(shape=data.ArrayLayout(cfg.in_shape, R),
+                                            depth=cfg.x_words, init=[])
+        m.submodules.w_mem = w_mem = Memory(shape=data.ArrayLayout(cfg.w_shape, C),
+                                            depth=cfg.w_words, init=[])
+        m.submodules.bias_mem = bias_mem = Memory(shape=signed(32), depth=cfg.max_n, init=[])
+        m.submodules.mult_mem = mult_mem = Memory(shape=unsigned(31), depth=cfg.max_n, init=[])
+        m.submodules.shift_mem = shift_mem = Memory(shape=unsigned(5), depth=cfg.max_n, init=[])
+
+        self._elaborate_loader(m, x_mem, w_mem, bias_mem, mult_mem, shift_mem, busy)
+
+        # -- output stage: bias add, saturation, requantizer -------------------------------------
+        # `drain` carries (accumulator, output channel) from the array to the output stage.
+        drain_layout = data.StructLayout({"acc": signed(acc_bits), "n": unsigned(16)})
+        drain = stream.Signature(drain_layout).create()
+        m.submodules.requant = requant = Requantizer(radix_bits=cfg.requant_radix)
+        m.d.comb += [
+            requant.raw.eq(self.raw),
+            requant.zero_point.eq(self.zero_point),
+            requant.out_min.eq(self.out_min),
+            requant.out_max.eq(self.out_max),
+        ]
+        wiring.connect(m, requant.o, wiring.flipped(self.y))
+        bias_rd = bias_mem.read_port()
+        mult_rd = mult_mem.read_port()
+        shift_rd = shift_mem.read_port()
+        ob_valid = Signal()
+        ob_acc = Signal(signed(acc_bits))
+        ob_advance = Signal()
+        m.d.comb += [
+            ob_advance.eq(~ob_valid | requant.i.ready),
+            drain.ready.eq(ob_advance),
+            bias_rd.addr.eq(drain.payload.n), bias_rd.en.eq(ob_advance),
+            mult_rd.addr.eq(drain.payload.n), mult_rd.en.eq(ob_advance),
+            shift_rd.addr.eq(drain.payload.n), shift_rd.en.eq(ob_advance),
+            requant.i.valid.eq(ob_valid),
+            requant.i.payload.acc.eq(_saturate(ob_acc + bias_rd.data, 32)),
+            requant.i.payload.mult.eq(mult_rd.data),
+            requant.i.payload.shift.eq(shift_rd.data),
+        ]
+        with m.If(ob_advance):
+            m.d.sync += [ob_valid.eq(drain.valid), ob_acc.eq(drain.payload.acc)]
+
+        # -- the array ----------------------------------------------------------------------------
+        if cfg.dataflow == "os":
+            array_idle = self._elaborate_os(m, x_mem, w_mem, drain, running, cen)
+        else:
+            array_idle = self._elaborate_ws(m, x_mem, w_mem, drain, running, cen)
+
+        # -- run control ----------------------------------------------------------------------------
+        # Results between the array's drain and `y`: the run ends when none is left.
+        outstanding = Signal(8)
+        into = drain.valid & drain.ready
+        out = self.y.valid & self.y.ready
+        m.d.sync += outstanding.eq(outstanding + into - out)
+        m.d.comb += busy.eq(running | ~array_idle | (outstanding != 0))
+        m.d.comb += self.busy.eq(busy)
+        with m.If(self.start & ~busy):
+            m.d.sync += self.cycles.eq(0)
+        with m.Elif(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        return m
+
+    # ------------------------------------------------------------------------------------------
+    def _elaborate_loader(self, m, x_mem, w_mem, bias_mem, mult_mem, shift_mem, busy):
+        """Row-major write counters that place each loaded word in its buffer lane."""
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        M, K, N = self.size_m, self.size_k, self.size_n
+        ld = self.load
+        # The output stage reads the parameter buffers until the last result is out.
+        m.d.comb += ld.ready.eq(~busy)
+        take = ld.valid & ld.ready
+        target = ld.payload.target
+        value = ld.payload.data
+
+        x_wr = x_mem.write_port(granularity=1)
+        w_wr = w_mem.write_port(granularity=1)
+        xa = range(cfg.x_words)
+        wa = range(cfg.w_words)
+
+        # X: output-stationary keeps M across lanes (lane = m % R, word = (m // R) * K + k);
+        # weight-stationary keeps K across lanes (lane = k % R, word = (k // R) * M + m).
+        x_lane, x_base, x_i = Signal(range(R)), Signal(xa), Signal(16)
+        x_k = Signal(16)
+        for lane in range(R):
+            m.d.comb += x_wr.data[lane].eq(value)
+        if cfg.dataflow == "os":
+            m.d.comb += x_wr.addr.eq(x_base + x_k)
+        else:
+            m.d.comb += x_wr.addr.eq(x_base + x_i)
+        m.d.comb += x_wr.en.eq(Mux(take & (target == LoadTarget.X), 1 << x_lane, 0))
+        with m.If(take & (target == LoadTarget.X)):
+            if cfg.dataflow == "os":
+                with m.If(x_k == K - 1):
+                    m.d.sync += x_k.eq(0)
+                    with m.If(x_lane == R - 1):
+                        m.d.sync += [x_lane.eq(0), x_base.eq(x_base + K)]
+                    with m.Else():
+                        m.d.sync += x_lane.eq(x_lane + 1)
+                with m.Else():
+                    m.d.sync += x_k.eq(x_k + 1)
+            else:
+                with m.If(x_k == K - 1):
+                    m.d.sync += [x_k.eq(0), x_lane.eq(0), x_base.eq(0), x_i.eq(x_i + 1)]
+                with m.Else():
+                    m.d.sync += x_k.eq(x_k + 1)
+                    with m.If(x_lane == R - 1):
+                        m.d.sync += [x_lane.eq(0), x_base.eq(x_base + M)]
+                    with m.Else():
+                        m.d.sync += x_lane.eq(x_lane + 1)
+
+        # W: lane = n % C, word = (n // C) * K + k, for both dataflows.
+        w_lane, w_base, w_n, w_k = Signal(range(C)), Signal(wa), Signal(16), Signal(16)
+        for lane in range(C):
+            m.d.comb += w_wr.data[lane].eq(value)
+        m.d.comb += [
+            w_wr.addr.eq(w_base + w_k),
+            w_wr.en.eq(Mux(take & (target == LoadTarget.W), 1 << w_lane, 0)),
+        ]
+        with m.If(take & (target == LoadTarget.W)):
+            with m.If(w_n == N - 1):
+                m.d.sync += [w_n.eq(0), w_lane.eq(0), w_base.eq(0), w_k.eq(w_k + 1)]
+            with m.Else():
+                m.d.sync += w_n.eq(w_n + 1)
+                with m.If(w_lane == C - 1):
+                    m.d.sync += [w_lane.eq(0), w_base.eq(w_base + K)]
+                with m.Else():
+                    m.d.sync += w_lane.eq(w_lane + 1)
+
+        # Per-channel parameters: one counter each.
+        param_counters = []
+        for mem, tgt in ((bias_mem, LoadTarget.BIAS), (mult_mem, LoadTarget.MULT),
+                         (shift_mem, LoadTarget.SHIFT)):
+            wr = mem.write_port()
+            idx = Signal(range(cfg.max_n + 1))
+            param_counters.append(idx)
+            hit = take & (target == tgt)
+            m.d.comb += [wr.addr.eq(idx), wr.data.eq(value), wr.en.eq(hit)]
+            with m.If(hit):
+                m.d.sync += idx.eq(idx + 1)
+
+        with m.If(self.clear):
+            m.d.sync += [x_lane.eq(0), x_base.eq(0), x_i.eq(0), x_k.eq(0),
+                         w_lane.eq(0), w_base.eq(0), w_n.eq(0), w_k.eq(0)]
+            m.d.sync += [idx.eq(0) for idx in param_counters]
+
+    # ------------------------------------------------------------------------------------------
+    def _ctrl_pipeline(self, m, layout, depth, cen, issue):
+        """``depth + 1`` copies of the beat control word, stage 0 being the issue stage."""
+        stages = [issue]
+        for s in range(1, depth + 1):
+            reg = Signal(layout, name=f"ctrl_s{s}")
+            with m.If(cen):
+                m.d.sync += reg.eq(stages[-1])
+            stages.append(reg)
+        return stages
+
+    def _multipliers(self, m, cen, shape_a, shape_b, count_i, count_j, prefix):
+        cfg = self.config
+        muls = [[None] * count_j for _ in range(count_i)]
+        for i in range(count_i):
+            for j in range(count_j):
+                mul = Multiplier(shape_a, shape_b, kind=cfg.multiplier, latency=cfg.mul_latency)
+                m.submodules[f"{prefix}_{i}_{j}"] = mul
+                m.d.comb += mul.en.eq(cen)
+                muls[i][j] = mul
+        return muls
+
+    def _accumulate(self, acc, addend):
+        """``acc + addend`` in the accumulator width, saturating when the config asks for it."""
+        cfg = self.config
+        if cfg.saturating:
+            return _saturate(acc + addend, cfg.accumulator_bits)
+        return acc + addend
+
+    # ------------------------------------------------------------------------------------------
+    def _elaborate_os(self, m, x_mem, w_mem, drain, running, cen):
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        M, K, N = self.size_m, self.size_k, self.size_n
+        acc_bits = cfg.accumulator_bits
+
+        ctrl_layout = data.StructLayout({
+            "valid": 1, "first": 1, "last": 1,
+            "n0": unsigned(16), "rows_valid": range(R + 1), "cols_valid": range(C + 1),
+        })
+        # -- sequencer: for m0 (outer), for n0, for k ------------------------------------------
+        m0, n0, kk = Signal(16), Signal(16), Signal(16)
+        x_base, w_base = Signal(range(cfg.x_words + 1)), Signal(range(cfg.w_words + 1))
+        issue = Signal(ctrl_layout)
+        x_rd = x_mem.read_port()
+        w_rd = w_mem.read_port()
+        m.d.comb += [
+            x_rd.en.eq(cen), w_rd.en.eq(cen),
+            x_rd.addr.eq(x_base + kk), w_rd.addr.eq(w_base + kk),
+            issue.valid.eq(running),
+            issue.first.eq(kk == 0),
+            issue.last.eq(kk == K - 1),
+            issue.n0.eq(n0),
+            issue.rows_valid.eq(Mux(M - m0 >= R, R, M - m0)),
+            issue.cols_valid.eq(Mux(N - n0 >= C, C, N - n0)),
+        ]
+        with m.If(self.start & ~running):
+            m.d.sync += [running.eq(1), m0.eq(0), n0.eq(0), kk.eq(0), x_base.eq(0), w_base.eq(0)]
+        with m.Elif(running & cen):
+            with m.If(kk == K - 1):
+                m.d.sync += kk.eq(0)
+                with m.If(n0 + C >= N):
+                    m.d.sync += [n0.eq(0), w_base.eq(0)]
+                    with m.If(m0 + R >= M):
+                        m.d.sync += running.eq(0)
+                    with m.Else():
+                        m.d.sync += [m0.eq(m0 + R), x_base.eq(x_base + K)]
+                with m.Else():
+                    m.d.sync += [n0.eq(n0 + C), w_base.eq(w_base + K)]
+            with m.Else():
+                m.d.sync += kk.eq(kk + 1)
+
+        # -- pipeline: s1 memory data, s2 operand registers, s(2+L) products, then capture -------
+        L = cfg.mul_latency
+        P = 2 + L
+        ctrl = self._ctrl_pipeline(m, ctrl_layout, P + 1, cen, issue)
+        a_reg = [Signal(cfg.in_shape, name=f"a_row{i}") for i in range(R)]
+        b_reg = [Signal(cfg.w_shape, name=f"b_col{j}") for j in range(C)]
+        with m.If(cen):
+            m.d.sync += [a_reg[i].eq(x_rd.data[i]) for i in range(R)]
+            m.d.sync += [b_reg[j].eq(w_rd.data[j]) for j in range(C)]
+        muls = self._multipliers(m, cen, cfg.in_shape, cfg.w_shape, R, C, "pe")
+        accs = [[Signal(signed(acc_bits), name=f"acc_{i}_{j}") for j in range(C)] for i in range(R)]
+        for i in range(R):
+            for j in range(C):
+                m.d.comb += [muls[i][j].a.eq(a_reg[i]), muls[i][j].b.eq(b_reg[j])]
+                with m.If(cen & ctrl[P].valid):
+                    base = Mux(ctrl[P].first, 0, accs[i][j])
+                    m.d.sync += accs[i][j].eq(self._accumulate(base, muls[i][j].p))
+
+        # -- shadow chain: captured tiles drain in row-major order while the next accumulates ----
+        shadow = [Signal(signed(acc_bits), name=f"shadow_{idx}") for idx in range(R * C)]
+        d_busy = Signal()
+        d_i, d_j = Signal(range(R)), Signal(range(C))
+        d_n0 = Signal(16)
+        d_rows, d_cols = Signal(range(R + 1)), Signal(range(C + 1))
+        capture = ctrl[P + 1].valid & ctrl[P + 1].last
+        m.d.comb += cen.eq(~(capture & d_busy))
+
+        emit = d_busy & (d_j < d_cols)
+        m.d.comb += [
+            drain.valid.eq(emit),
+            drain.payload.acc.eq(shadow[0]),
+            drain.payload.n.eq(d_n0 + d_j),
+        ]
+        step = d_busy & (~emit | drain.ready)
+        with m.If(step):
+            m.d.sync += [shadow[idx].eq(shadow[idx + 1]) for idx in range(R * C - 1)]
+            with m.If(d_j == C - 1):
+                m.d.sync += [d_j.eq(0), d_i.eq(d_i + 1)]
+            with m.Else():
+                m.d.sync += d_j.eq(d_j + 1)
+            with m.If((d_i == d_rows - 1) & (d_j == d_cols - 1)):
+                m.d.sync += d_busy.eq(0)
+        with m.If(capture & ~d_busy):
+            m.d.sync += [shadow[i * C + j].eq(accs[i][j]) for i in range(R) for j in range(C)]
+            m.d.sync += [d_busy.eq(1), d_i.eq(0), d_j.eq(0), d_n0.eq(ctrl[P + 1].n0),
+                         d_rows.eq(ctrl[P + 1].rows_valid), d_cols.eq(ctrl[P + 1].cols_valid)]
+
+        in_flight = Cat(*(c.valid for c in ctrl[1:]))
+        return ~in_flight.any() & ~d_busy
+
+    # ------------------------------------------------------------------------------------------
+    def _elaborate_ws(self, m, x_mem, w_mem, drain, running, cen):
+        cfg = self.config
+        R, C = cfg.rows, cfg.cols
+        M, K, N = self.size_m, self.size_k, self.size_n
+        acc_bits = cfg.accumulator_bits
+        max_m = cfg.max_m
+
+        ctrl_layout = data.StructLayout({
+            "valid": 1,          # a compute beat
+            "wload": 1,          # a weight-load beat for row `row`
+            "row": range(R),
+            "zero": 1,           # that weight row lies past K: load zeros
+            "first": 1, "last": 1, "drain": 1,
+            "m": unsigned(16), "bank": 1,
+            "n0": unsigned(16), "cols_valid": range(C + 1),
+        })
+        # -- sequencer: for n0 (outer), for k0: load `rows` weight rows, then M compute beats ----
+        n0, k0, r, mm = Signal(16), Signal(16), Signal(range(R)), Signal(16)
+        x_base, w_base = Signal(range(cfg.x_words + 1)), Signal(range(cfg.w_words + 1))
+        bank = Signal()
+        bank_busy = Signal(2)
+        phase = Signal(2)   # 0: wait for the bank, 1: load weights, 2: compute
+        issue = Signal(ctrl_layout)
+        x_rd = x_mem.read_port()
+        w_rd = w_mem.read_port()
+        last_k = k0 + R >= K
+        m.d.comb += [
+            x_rd.en.eq(cen), w_rd.en.eq(cen),
+            x_rd.addr.eq(x_base + mm),
+            w_rd.addr.eq(w_base + k0 + r),
+            issue.wload.eq(running & (phase == 1)),
+            issue.row.eq(r),
+            issue.zero.eq(k0 + r >= K),
+            issue.valid.eq(running & (phase == 2)),
+            issue.first.eq(k0 == 0),
+            issue.last.eq(last_k),
+            issue.drain.eq(last_k & (mm == M - 1)),
+            issue.m.eq(mm),
+            issue.bank.eq(bank),
+            issue.n0.eq(n0),
+            issue.cols_valid.eq(Mux(N - n0 >= C, C, N - n0)),
+        ]
+        drain_done = Signal()
+        drain_done_bank = Signal()
+        with m.If(self.start & ~running):
+            m.d.sync += [running.eq(1), n0.eq(0), k0.eq(0), r.eq(0), mm.eq(0), x_base.eq(0),
+                         w_base.eq(0), bank.eq(0), phase.eq(0)]
+        with m.Elif(running & cen):
+            with m.Switch(phase):
+                with m.Case(0):
+                    with m.If(~bank_busy.bit_select(bank, 1)):
+                        m.d.sync += phase.eq(1)
+                with m.Case(1):
+                    with m.If(r == R - 1):
+                        m.d.sync += [r.eq(0), phase.eq(2), mm.eq(0)]
+                    with m.Else():
+                        m.d.sync += r.eq(r + 1)
+                with m.Case(2):
+                    with m.If(mm == M - 1):
+                        m.d.sync += mm.eq(0)
+                        with m.If(last_k):
+                            m.d.sync += [k0.eq(0), x_base.eq(0), phase.eq(0), bank.eq(~bank)]
+                            with m.If(n0 + C >= N):
+                                m.d.sync += running.eq(0)
+                            with m.Else():
+                                m.d.sync += [n0.eq(n0 + C), w_base.eq(w_base + K)]
+                        with m.Else():
+                            m.d.sync += [k0.eq(k0 + R), x_base.eq(x_base + M), phase.eq(1)]
+                    with m.Else():
+                        m.d.sync += mm.eq(mm + 1)
+        # A bank is busy from the start of its N tile until its drain has finished.
+        take_bank = running & cen & (phase == 0) & ~bank_busy.bit_select(bank, 1)
+        for b in range(2):
+            with m.If(take_bank & (bank == b)):
+                m.d.sync += bank_busy[b].eq(1)
+            with m.Elif(drain_done & (drain_done_bank == b)):
+                m.d.sync += bank_busy[b].eq(0)
+
+        # Results wait in the accumulator memory, so nothing downstream ever stalls this pipeline.
+        m.d.comb += cen.eq(1)
+
+        # -- pipeline -------------------------------------------------------------------------------
+        L = cfg.mul_latency
+        P = 2 + L           # products valid
+        S = P + 1           # column sums registered; accumulator read data valid; write back
+        ctrl = self._ctrl_pipeline(m, ctrl_layout, S, cen, issue)
+        a_reg = [Signal(cfg.in_shape, name=f"a_row{i}") for i in range(R)]
+        wt = [[Signal(cfg.w_shape, name=f"wt_{i}_{j}") for j in range(C)] for i in range(R)]
+        with m.If(cen):
+            m.d.sync += [a_reg[i].eq(x_rd.data[i]) for i in range(R)]
+            with m.If(ctrl[1].wload):
+                for i in range(R):
+                    with m.If(ctrl[1].row == i):
+                        m.d.sync += [wt[i][j].eq(Mux(ctrl[1].zero, 0, w_rd.data[j])) for j in range(C)]
+        muls = self._multipliers(m, cen, cfg.in_shape, cfg.w_shape, R, C, "pe")
+        for i in range(R):
+            for j in range(C):
+                m.d.comb += [muls[i][j].a.eq(a_reg[i]), muls[i][j].b.eq(wt[i][j])]
+        colsum_bits = cfg.product_bits + max(1, math.ceil(math.log2(R))) + 1
+        colsum = [Signal(signed(colsum_bits), name=f"colsum_{j}") for j in range(C)]
+        for j in range(C):
+            terms = [muls[i][j].p for i in range(R)]
+            while len(terms) > 1:
+                terms = [terms[t] + terms[t + 1] for t in range(0, len(terms) - 1, 2)] + \
+                        ([terms[-1]] if len(terms) % 2 else [])
+            with m.If(cen):
+                m.d.sync += colsum[j].eq(terms[0])
+
+        m.submodules.acc_mem = acc_mem = Memory(shape=data.ArrayLayout(signed(acc_bits), C),
+                                                depth=cfg.acc_words, init=[])
+        acc_rd = acc_mem.read_port()
+        acc_wr = acc_mem.write_port()
+        # Read at stage P so that the old value arrives with the column sums at stage S; the same
+        # row is read again at least M + rows beats later, after this write has landed.
+        m.d.comb += [
+            acc_rd.en.eq(cen),
+            acc_rd.addr.eq(Mux(ctrl[P].bank, max_m, 0) + ctrl[P].m),
+            acc_wr.addr.eq(Mux(ctrl[S].bank, max_m, 0) + ctrl[S].m),
+            acc_wr.en.eq(cen & ctrl[S].valid),
+        ]
+        for j in range(C):
+            m.d.comb += acc_wr.data[j].eq(
+                Mux(ctrl[S].first, _saturate(colsum[j], acc_bits) if cfg.saturating else colsum[j],
+                    self._accumulate(acc_rd.data[j], colsum[j])))
+
+        # -- drain: one accumulator row at a time, lane by lane ------------------------------------
+        req = cen & ctrl[S].valid & ctrl[S].drain
+        pend_valid, pend_bank = Signal(), Signal()
+        pend_n0, pend_cols = Signal(16), Signal(range(C + 1))
+        d_busy, d_bank, d_n0 = Signal(), Signal(), Signal(16)
+        d_cols = Signal(range(C + 1))
+        d_m, d_j = Signal(16), Signal(range(C))
+        d_have = Signal()       # the row at d_m has been read and sits on the read port
+        dr = acc_mem.read_port()
+        m.d.comb += [
+            dr.addr.eq(Mux(d_bank, max_m, 0) + d_m),
+            dr.en.eq(d_busy & ~d_have),
+            drain.valid.eq(d_busy & d_have),
+            drain.payload.acc.eq(dr.data[d_j]),
+            drain.payload.n.eq(d_n0 + d_j),
+        ]
+        with m.If(d_busy & ~d_have):
+            m.d.sync += d_have.eq(1)
+        with m.If(drain.valid & drain.ready):
+            with m.If(d_j == d_cols - 1):
+                m.d.sync += [d_j.eq(0), d_have.eq(0), d_m.eq(d_m + 1)]
+                with m.If(d_m == M - 1):
+                    m.d.sync += d_busy.eq(0)
+                    m.d.comb += [drain_done.eq(1), drain_done_bank.eq(d_bank)]
+            with m.Else():
+                m.d.sync += d_j.eq(d_j + 1)
+        with m.If(~d_busy & pend_valid):
+            m.d.sync += [d_busy.eq(1), d_bank.eq(pend_bank), d_n0.eq(pend_n0), d_cols.eq(pend_cols),
+                         d_m.eq(0), d_j.eq(0), d_have.eq(0), pend_valid.eq(0)]
+        with m.If(req):
+            m.d.sync += [pend_valid.eq(1), pend_bank.eq(ctrl[S].bank), pend_n0.eq(ctrl[S].n0),
+                         pend_cols.eq(ctrl[S].cols_valid)]
+
+        in_flight = Cat(*(c.valid | c.wload for c in ctrl[1:]))
+        return ~in_flight.any() & ~d_busy & ~pend_valid & ~bank_busy.any()
