@@ -34,11 +34,12 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from ..hdl._params import reject
 from ..hdl.mul import MULTIPLIER_KINDS, Multiplier, product_shape
 from ..hdl.requant import Requantizer
 
@@ -289,7 +290,8 @@ class MacArrayConfig:
         R, C = self.rows, self.cols
         if self.dataflow == "os":
             return math.ceil(m / R) * math.ceil(n / C) * k
-        return math.ceil(n / C) * math.ceil(k / R) * (R + m)
+        # One cycle per N tile claims its accumulator bank.
+        return math.ceil(n / C) * (1 + math.ceil(k / R) * (R + m))
 
     # -- serialization ------------------------------------------------------------------------
     def to_dict(self):
@@ -347,7 +349,7 @@ class MacArray(wiring.Component):
 
     def __init__(self, config):
         if not isinstance(config, MacArrayConfig):
-            raise TypeError(f"config must be a MacArrayConfig, not {config!r}")
+            raise reject(self, TypeError(f"config must be a MacArrayConfig, not {config!r}"))
         self.config = config
         super().__init__({
             "load": In(stream.Signature(LoadLayout)),

@@ -2,7 +2,6 @@
 
 import time
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 from amaranth.sim import Simulator
@@ -119,7 +118,8 @@ def pack_load_words(words):
     return [int(target.value) | ((int(value) & 0xFFFF_FFFF) << shift) for target, value in words]
 
 
-def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="amaranth"):
+def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="amaranth",
+                  backpressure=0.0, seed=0):
     """Compute ``requant(x @ w + bias)`` on a simulated MAC array.
 
     Parameters
@@ -135,6 +135,11 @@ def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="a
         Write a waveform of the run there.
     backend : str
         ``"amaranth"`` (the Amaranth simulator).
+    backpressure : float
+        Probability (0..1) that the consumer of ``y`` is not ready in a cycle; exercises the
+        array's stall path. Cycles then include the stalls.
+    seed : int
+        Seed of the backpressure pattern.
 
     Returns
     -------
@@ -144,7 +149,10 @@ def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="a
         raise TypeError(f"config must be a MacArrayConfig, not {config!r}")
     if backend != "amaranth":
         raise ValueError(f"backend must be 'amaranth', not {backend!r}")
+    if not 0.0 <= backpressure < 1.0:
+        raise ValueError(f"backpressure must be in 0..1 (exclusive), not {backpressure!r}")
     x, w, bias = check_operands(config, x, w, bias, requant)
+    rng = np.random.default_rng(seed)
     m_, k_ = x.shape
     n_ = w.shape[1]
     dut = MacArray(config)
@@ -178,11 +186,13 @@ def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="a
         ctx.set(dut.start, 1)
         await ctx.tick()
         ctx.set(dut.start, 0)
-        ctx.set(dut.y.ready, 1)
         total = m_ * n_
+        ctx.set(dut.y.ready, 1)
         while len(results) < total:
+            ready = 1 if not backpressure else int(rng.random() >= backpressure)
+            ctx.set(dut.y.ready, ready)
             *_, payload, valid = await ctx.tick().sample(dut.y.payload, dut.y.valid)
-            if valid:
+            if valid and ready:
                 results.append(payload)
         await ctx.tick().until(~dut.busy)
         stats["cycles"] = ctx.get(dut.cycles)
