@@ -4,6 +4,7 @@ import pytest
 from amaranth.back import rtlil
 from amaranth.hdl import signed, unsigned
 from amaranth.sim import Simulator
+
 from npuforge.hdl.mul import Multiplier, product_shape
 
 
