@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from npuforge.sim.golden import RequantParams, requantize, required_acc_bits
 
 from npuforge.models import (
     DIGITS_INPUT_SCALE,
@@ -13,6 +12,7 @@ from npuforge.models import (
     quantize_mlp,
     train_digits_mlp,
 )
+from npuforge.sim.golden import RequantParams, requantize, required_acc_bits
 
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
