@@ -88,6 +88,9 @@ class Board:
             data = self.transport.read(remaining)
             self.bytes_received += len(data)
             self._pending.extend(self._decoder.feed(data))
+            if not data and getattr(self.transport, "quiescent", False):
+                # A simulated device that is idle with nothing in flight will never answer.
+                raise BoardTimeout("no reply: the simulated device is idle with nothing in flight")
         return self._pending.popleft()
 
     def command(self, op, payload=b""):
@@ -169,19 +172,21 @@ class Board:
         raw = requant is None
         zp, lo, hi = (0, 0, 0) if raw else (requant.zero_point, requant.out_min, requant.out_max)
         self.command(Op.SET_SHAPE, _pack_shape(m, k, n, raw, zp, lo, hi))
-        # SET_SHAPE restarts the load counters but keeps the buffers: reuse what is already there.
-        for op, key, data in (
-            (Op.WRITE_W, ("w", k, n), _operand_bytes(w, cfg.w_bits)),
-            (Op.WRITE_BIAS, ("bias", n), bias.astype("<i4").tobytes()),
-            (Op.WRITE_MULT, ("mult", n), None if raw else np.asarray(requant.mult, "<u4").tobytes()),
-            (Op.WRITE_SHIFT, ("shift", n), None if raw else np.asarray(requant.shift, "u1").tobytes()),
+        # SET_SHAPE restarts the load counters but keeps the buffers: a buffer that already holds
+        # exactly these words (same shape, same bytes) is not written again.
+        for op, shape, data in (
+            (Op.WRITE_W, (k, n), _operand_bytes(w, cfg.w_bits)),
+            (Op.WRITE_BIAS, (n,), bias.astype("<i4").tobytes()),
+            (Op.WRITE_MULT, (n,), None if raw else np.asarray(requant.mult, "<u4").tobytes()),
+            (Op.WRITE_SHIFT, (n,), None if raw else np.asarray(requant.shift, "u1").tobytes()),
         ):
             if data is None:
                 continue
-            if self._loaded.get(key) == data:
+            if self._loaded.get(op) == (shape, data):
                 continue
+            self._loaded.pop(op, None)
             self._write(op, data)
-            self._loaded[key] = data
+            self._loaded[op] = (shape, data)
         self._write(Op.WRITE_X, _operand_bytes(x, cfg.in_bits))
         self.send(Op.RUN)
         values = []
@@ -281,6 +286,8 @@ class _AmaranthUartTransport:
         sim.add_clock(self.period)
         sim.add_testbench(self._drive_rx, background=True)
         sim.add_testbench(self._sample_tx, background=True)
+        sim.add_testbench(self._watch, background=True)
+        self._rx_active = self._tx_active = self._device_busy = False
         self.sim = sim
         self._vcd = None
         if vcd is not None:
@@ -296,33 +303,50 @@ class _AmaranthUartTransport:
                 await ctx.delay(10 * bit_time)
                 continue
             byte = self.to_device.popleft()
+            self._rx_active = True
             for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
                 ctx.set(self.shell.rx, bit)
                 await ctx.delay(bit_time)
+            self._rx_active = bool(self.to_device)
 
     async def _sample_tx(self, ctx):
         bit_time = self.divisor * self.period
         while True:
             await ctx.negedge(self.shell.tx)
+            self._tx_active = True
             await ctx.delay(1.5 * bit_time)         # middle of data bit 0
             byte = 0
             for i in range(8):
                 byte |= ctx.get(self.shell.tx) << i
                 await ctx.delay(bit_time)
             self.from_device.append(byte)           # now in the stop bit
+            self._tx_active = False
+
+    async def _watch(self, ctx):
+        # Whether the shell is handling a command or computing, sampled every few bit times.
+        while True:
+            self._device_busy = bool(ctx.get(self.shell.leds[0]) or ctx.get(self.shell.leds[1]))
+            await ctx.delay(4 * self.divisor * self.period)
+
+    @property
+    def quiescent(self):
+        """Nothing in flight: no byte to send, none arriving, the shell idle. No reply can come."""
+        return not self.to_device and not self._rx_active and not self._tx_active \
+            and not self._device_busy
 
     def write(self, data):
         self.to_device.extend(data)
 
     def read(self, timeout):
-        # Simulated time, not wall time, decides: run until bytes arrive or a generous cycle budget
-        # (the longest reply the protocol can produce) is used.
-        budget = 200_000 + 20 * self.divisor * 300
+        """Simulate until the device sends something, it is quiescent, or ``timeout`` (wall) ends."""
+        deadline = time.monotonic() + max(timeout, 0.0)
         step = self.divisor * 20
-        ran = 0
-        while not self.from_device and ran < budget:
+        quiet_steps = 0
+        while not self.from_device:
             self._run(step)
-            ran += step
+            quiet_steps = quiet_steps + 1 if self.quiescent else 0
+            if quiet_steps >= 2 or time.monotonic() > deadline:
+                break
         data = bytes(self.from_device)
         self.from_device.clear()
         return data
@@ -347,7 +371,8 @@ class VirtualBoard(Board):
         Simulated clock cycles per UART bit (a real board at 12 MHz and 115200 baud uses 104; a
         short bit time keeps whole test sets fast).
     backend : str
-        ``"amaranth"``: the Amaranth simulator.
+        ``"amaranth"``: the Amaranth simulator; ``"verilator"``: a compiled Verilator model in a
+        subprocess (:class:`~npuforge.sim.verilator.VerilatorUartTransport`), for long runs.
     content_hash : str
         Reported by INFO (defaults to the configuration's hash).
     """
@@ -356,15 +381,23 @@ class VirtualBoard(Board):
                  timeout=600.0, max_payload=512):
         if not isinstance(config, MacArrayConfig):
             raise TypeError(f"config must be a MacArrayConfig, not {config!r}")
-        if backend != "amaranth":
-            raise ValueError(f"backend must be 'amaranth', not {backend!r}")
+        if backend not in ("amaranth", "verilator"):
+            raise ValueError(f"backend must be 'amaranth' or 'verilator', not {backend!r}")
+        if backend == "verilator" and vcd is not None:
+            raise ValueError("vcd is not supported with backend='verilator'; use backend='amaranth' "
+                             "for waveforms")
         if content_hash is None:
             from .shell import config_hash
             content_hash = config_hash(config)
         info = info_payload(config, content_hash, clock_hz=0, baud=0)
         shell = MacArrayShell(config, info=info, divisor=divisor, max_payload=max_payload)
-        super().__init__(_AmaranthUartTransport(shell, divisor, vcd=vcd), timeout=timeout,
-                         max_payload=max_payload)
+        if backend == "verilator":
+            from ..sim.verilator import VerilatorUartTransport
+            transport = VerilatorUartTransport(shell, divisor,
+                                               cache_key=(config, info, divisor, max_payload))
+        else:
+            transport = _AmaranthUartTransport(shell, divisor, vcd=vcd)
+        super().__init__(transport, timeout=timeout, max_payload=max_payload)
         self.sim_config = config
 
     @property
