@@ -68,6 +68,8 @@ class Board:
         self._info = None
         self._loaded = {}
         self.last_cycles = None
+        #: Array cycles of every RUN so far (from the DONE frames; host I/O excluded).
+        self.total_cycles = 0
         self.bytes_sent = 0
         self.bytes_received = 0
 
@@ -163,6 +165,7 @@ class Board:
                 y[m0:m1, n0:n1] = part
                 total_cycles += cycles
         self.last_cycles = total_cycles
+        self.total_cycles += total_cycles
         return y
 
     def _gemm_once(self, cfg, x, w, bias, requant):

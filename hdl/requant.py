@@ -159,9 +159,14 @@ class Requantizer(wiring.Component):
 
         chunk = mult[:r]
         rows = [Mux(chunk[j], acc, 0) << j for j in range(r)]
-        total = high + _add_tree(rows)
+        # Named signals for shared subexpressions: an expression used twice would otherwise be
+        # emitted (and simulated) twice.
+        total_expr = high + _add_tree(rows)
+        total = Signal(total_expr.shape())
+        m.d.comb += total.eq(total_expr)
         # After the last step `total` has weight 2**((n-1)*r); the high multiply is bit 31 upward.
-        hi_mul = total[_MULT_BITS - (n - 1) * r:][:32].as_signed()
+        hi_mul = Signal(signed(32))
+        m.d.comb += hi_mul.eq(total[_MULT_BITS - (n - 1) * r:])
 
         last = busy & (raw | (step == n - 1))
 
@@ -205,7 +210,8 @@ class Requantizer(wiring.Component):
         # RoundingDivideByPOT(x, s) = (x + 2**(s-1) - (x < 0)) >> s for s >= 1, x for s = 0. Bit j of
         # the addend is set when j == s-1 (x >= 0) or j < s-1 (x < 0), so it comes straight from the
         # shift and one adder does the rounding. Raw mode uses shift 0: the value passes unchanged.
-        eff_shift = Mux(raw, 0, shift)
+        eff_shift = Signal(5)
+        m.d.comb += eff_shift.eq(Mux(raw, 0, shift))
         negative = hi_mul[31]
         addend = Cat(*(Mux(negative, eff_shift > j + 1, eff_shift == j + 1) for j in range(_MULT_BITS)))
         with m.If(r_free):
@@ -233,7 +239,8 @@ class Requantizer(wiring.Component):
         top = a_x[17:]
         saturated = Mux(top.all() | ~top.any(), a_x[:18].as_signed(),
                         Mux(a_x[32], Const(-(2**17), signed(18)), Const(2**17 - 1, signed(18))))
-        with_zp = saturated + self.zero_point
+        with_zp = Signal(signed(19))
+        m.d.comb += with_zp.eq(saturated + self.zero_point)
         clamped = Mux(with_zp < self.out_min, self.out_min,
                       Mux(with_zp > self.out_max, self.out_max, with_zp[:16].as_signed()))
         with m.If(o_free):
