@@ -41,9 +41,9 @@ from amaranth.lib.wiring import In, Out
 
 from ..hdl._params import reject
 from ..hdl.mul import MULTIPLIER_KINDS, Multiplier, product_shape
-from ..hdl.requant import Requantizer
+from ..hdl.output_stage import OutputStage, drain_layout
 
-__all__ = ["DATAFLOWS", "LoadTarget", "MacArray", "MacArrayConfig"]
+__all__ = ["DATAFLOWS", "LoadTarget", "MacArray", "MacArrayConfig", "MacCore"]
 
 DATAFLOWS = ("os", "ws")
 
@@ -373,8 +373,82 @@ class MacArray(wiring.Component):
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
+        m.submodules.core = core = MacCore(cfg)
+        m.submodules.output = out = OutputStage(acc_bits=cfg.accumulator_bits, max_n=cfg.max_n,
+                                                requant_radix=cfg.requant_radix)
+        busy = Signal()
+        m.d.comb += [
+            core.size_m.eq(self.size_m), core.size_k.eq(self.size_k), core.size_n.eq(self.size_n),
+            core.clear.eq(self.clear), out.clear.eq(self.clear),
+            core.start.eq(self.start & ~busy),
+            out.raw.eq(self.raw), out.zero_point.eq(self.zero_point),
+            out.out_min.eq(self.out_min), out.out_max.eq(self.out_max),
+        ]
+        wiring.connect(m, core.drain, out.i)
+        wiring.connect(m, out.o, wiring.flipped(self.y))
+
+        # Route loaded words: operands to the core's buffers, per-channel parameters to the output
+        # stage. Nothing is taken while a run is in flight (the buffers are being read).
+        ld = self.load
+        target = ld.payload.target
+        to_core = (target == LoadTarget.X) | (target == LoadTarget.W)
+        m.d.comb += [
+            core.load.payload.eq(ld.payload),
+            out.param.payload.which.eq(target.as_value() - LoadTarget.BIAS.value),
+            out.param.payload.data.eq(ld.payload.data),
+            core.load.valid.eq(ld.valid & to_core & ~busy),
+            out.param.valid.eq(ld.valid & ~to_core & ~busy),
+            ld.ready.eq(~busy & Mux(to_core, core.load.ready, out.param.ready)),
+        ]
+
+        m.d.comb += [busy.eq(core.busy | out.busy), self.busy.eq(busy)]
+        with m.If(self.start & ~busy):
+            m.d.sync += self.cycles.eq(0)
+        with m.Elif(busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+        return m
+
+
+class MacCore(wiring.Component):
+    """The array without its output stage: operand buffers, sequencer, PEs and drain.
+
+    :class:`MacArray` pairs it with an :class:`~npuforge.hdl.output_stage.OutputStage`; a board
+    shell may instead put the two in different clock domains, with a FIFO between them.
+
+    Members
+    -------
+    load : In(stream.Signature(LoadLayout))
+        X and W words (other targets are ignored).
+    drain : Out(stream.Signature(DrainLayout))
+        Accumulators with their output channel, in :meth:`MacArrayConfig.output_order`.
+    size_m, size_k, size_n, clear, start : In
+    busy : Out(1)
+        From ``start`` until the last accumulator has left ``drain``.
+    cycles : Out(32)
+        Cycles the last (or current) run has been busy.
+    """
+
+    def __init__(self, config):
+        if not isinstance(config, MacArrayConfig):
+            raise reject(self, TypeError(f"config must be a MacArrayConfig, not {config!r}"))
+        self.config = config
+        super().__init__({
+            "load": In(stream.Signature(LoadLayout)),
+            "drain": Out(stream.Signature(drain_layout(config.accumulator_bits))),
+            "size_m": In(16),
+            "size_k": In(16),
+            "size_n": In(16),
+            "clear": In(1),
+            "start": In(1),
+            "busy": Out(1),
+            "cycles": Out(32),
+        })
+
+    # ------------------------------------------------------------------------------------------
+    def elaborate(self, platform):
+        cfg = self.config
+        m = Module()
         R, C = cfg.rows, cfg.cols
-        acc_bits = cfg.accumulator_bits
 
         running = Signal()      # the sequencer still issues beats
         cen = Signal()          # global enable of the compute pipeline
@@ -385,43 +459,10 @@ class MacArray(wiring.Component):
                                             depth=cfg.x_words, init=[])
         m.submodules.w_mem = w_mem = Memory(shape=data.ArrayLayout(cfg.w_shape, C),
                                             depth=cfg.w_words, init=[])
-        m.submodules.bias_mem = bias_mem = Memory(shape=signed(32), depth=cfg.max_n, init=[])
-        m.submodules.mult_mem = mult_mem = Memory(shape=unsigned(31), depth=cfg.max_n, init=[])
-        m.submodules.shift_mem = shift_mem = Memory(shape=unsigned(5), depth=cfg.max_n, init=[])
 
-        self._elaborate_loader(m, x_mem, w_mem, bias_mem, mult_mem, shift_mem, busy)
+        self._elaborate_loader(m, x_mem, w_mem, busy)
 
-        # -- output stage: bias add, saturation, requantizer -------------------------------------
-        # `drain` carries (accumulator, output channel) from the array to the output stage.
-        drain_layout = data.StructLayout({"acc": signed(acc_bits), "n": unsigned(16)})
-        drain = stream.Signature(drain_layout).create()
-        m.submodules.requant = requant = Requantizer(radix_bits=cfg.requant_radix)
-        m.d.comb += [
-            requant.raw.eq(self.raw),
-            requant.zero_point.eq(self.zero_point),
-            requant.out_min.eq(self.out_min),
-            requant.out_max.eq(self.out_max),
-        ]
-        wiring.connect(m, requant.o, wiring.flipped(self.y))
-        bias_rd = bias_mem.read_port()
-        mult_rd = mult_mem.read_port()
-        shift_rd = shift_mem.read_port()
-        ob_valid = Signal()
-        ob_acc = Signal(signed(acc_bits))
-        ob_advance = Signal()
-        m.d.comb += [
-            ob_advance.eq(~ob_valid | requant.i.ready),
-            drain.ready.eq(ob_advance),
-            bias_rd.addr.eq(drain.payload.n), bias_rd.en.eq(ob_advance),
-            mult_rd.addr.eq(drain.payload.n), mult_rd.en.eq(ob_advance),
-            shift_rd.addr.eq(drain.payload.n), shift_rd.en.eq(ob_advance),
-            requant.i.valid.eq(ob_valid),
-            requant.i.payload.acc.eq(_saturate(ob_acc + bias_rd.data, 32)),
-            requant.i.payload.mult.eq(mult_rd.data),
-            requant.i.payload.shift.eq(shift_rd.data),
-        ]
-        with m.If(ob_advance):
-            m.d.sync += [ob_valid.eq(drain.valid), ob_acc.eq(drain.payload.acc)]
+        drain = self.drain
 
         # -- the array ----------------------------------------------------------------------------
         if cfg.dataflow == "os":
@@ -430,12 +471,7 @@ class MacArray(wiring.Component):
             array_idle = self._elaborate_ws(m, x_mem, w_mem, drain, running, cen)
 
         # -- run control ----------------------------------------------------------------------------
-        # Results between the array's drain and `y`: the run ends when none is left.
-        outstanding = Signal(8)
-        into = drain.valid & drain.ready
-        out = self.y.valid & self.y.ready
-        m.d.sync += outstanding.eq(outstanding + into - out)
-        m.d.comb += busy.eq(running | ~array_idle | (outstanding != 0))
+        m.d.comb += busy.eq(running | ~array_idle | drain.valid)
         m.d.comb += self.busy.eq(busy)
         with m.If(self.start & ~busy):
             m.d.sync += self.cycles.eq(0)
@@ -444,13 +480,12 @@ class MacArray(wiring.Component):
         return m
 
     # ------------------------------------------------------------------------------------------
-    def _elaborate_loader(self, m, x_mem, w_mem, bias_mem, mult_mem, shift_mem, busy):
+    def _elaborate_loader(self, m, x_mem, w_mem, busy):
         """Row-major write counters that place each loaded word in its buffer lane."""
         cfg = self.config
         R, C = cfg.rows, cfg.cols
         M, K, N = self.size_m, self.size_k, self.size_n
         ld = self.load
-        # The output stage reads the parameter buffers until the last result is out.
         m.d.comb += ld.ready.eq(~busy)
         take = ld.valid & ld.ready
         target = ld.payload.target
@@ -510,22 +545,9 @@ class MacArray(wiring.Component):
                 with m.Else():
                     m.d.sync += w_lane.eq(w_lane + 1)
 
-        # Per-channel parameters: one counter each.
-        param_counters = []
-        for mem, tgt in ((bias_mem, LoadTarget.BIAS), (mult_mem, LoadTarget.MULT),
-                         (shift_mem, LoadTarget.SHIFT)):
-            wr = mem.write_port()
-            idx = Signal(range(cfg.max_n + 1))
-            param_counters.append(idx)
-            hit = take & (target == tgt)
-            m.d.comb += [wr.addr.eq(idx), wr.data.eq(value), wr.en.eq(hit)]
-            with m.If(hit):
-                m.d.sync += idx.eq(idx + 1)
-
         with m.If(self.clear):
             m.d.sync += [x_lane.eq(0), x_base.eq(0), x_i.eq(0), x_k.eq(0),
                          w_lane.eq(0), w_base.eq(0), w_n.eq(0), w_k.eq(0)]
-            m.d.sync += [idx.eq(0) for idx in param_counters]
 
     # ------------------------------------------------------------------------------------------
     def _ctrl_pipeline(self, m, layout, depth, cen, issue):
