@@ -83,6 +83,10 @@ class LoadTarget(enum.Enum, shape=3):
     BIAS = 2   # bias[n] (int32)
     MULT = 3   # requantization multiplier[n] (0 .. 2**31-1)
     SHIFT = 4  # requantization right shift[n] (0 .. 31)
+    # In-band commands for a core behind a clock-domain FIFO (:class:`SplitMacArray`): they stay
+    # ordered with the words around them, which separate pulses across domains would not.
+    START = 5  # start the run (data ignored)
+    CLEAR = 6  # restart the load counters (data ignored)
 
 
 LoadLayout = data.StructLayout({"target": LoadTarget, "data": signed(32)})
@@ -314,6 +318,24 @@ def _saturate(value, bits):
     return Mux(value > hi, hi, Mux(value < lo, lo, value))
 
 
+def _mac_array_signature():
+    return {
+        "load": In(stream.Signature(LoadLayout)),
+        "y": Out(stream.Signature(signed(32))),
+        "size_m": In(16),
+        "size_k": In(16),
+        "size_n": In(16),
+        "clear": In(1),
+        "start": In(1),
+        "busy": Out(1),
+        "cycles": Out(32),
+        "raw": In(1),
+        "zero_point": In(signed(16)),
+        "out_min": In(signed(16)),
+        "out_max": In(signed(16)),
+    }
+
+
 class MacArray(wiring.Component):
     """A parameterized MAC array computing ``Y = requant(X @ W + bias)``.
 
@@ -353,21 +375,7 @@ class MacArray(wiring.Component):
         if not isinstance(config, MacArrayConfig):
             raise reject(self, TypeError(f"config must be a MacArrayConfig, not {config!r}"))
         self.config = config
-        super().__init__({
-            "load": In(stream.Signature(LoadLayout)),
-            "y": Out(stream.Signature(signed(32))),
-            "size_m": In(16),
-            "size_k": In(16),
-            "size_n": In(16),
-            "clear": In(1),
-            "start": In(1),
-            "busy": Out(1),
-            "cycles": Out(32),
-            "raw": In(1),
-            "zero_point": In(signed(16)),
-            "out_min": In(signed(16)),
-            "out_max": In(signed(16)),
-        })
+        super().__init__(_mac_array_signature())
 
     # ------------------------------------------------------------------------------------------
     def elaborate(self, platform):
@@ -453,6 +461,10 @@ class MacCore(wiring.Component):
         running = Signal()      # the sequencer still issues beats
         cen = Signal()          # global enable of the compute pipeline
         busy = Signal()
+        # `start`, or a START word on `load` (which is only taken while idle).
+        self._go = go = Signal()
+        m.d.comb += go.eq(self.start | (self.load.valid & ~busy &
+                                        (self.load.payload.target == LoadTarget.START)))
 
         # -- buffers ----------------------------------------------------------------------------
         m.submodules.x_mem = x_mem = Memory(shape=data.ArrayLayout(cfg.in_shape, R),
@@ -473,7 +485,7 @@ class MacCore(wiring.Component):
         # -- run control ----------------------------------------------------------------------------
         m.d.comb += busy.eq(running | ~array_idle | drain.valid)
         m.d.comb += self.busy.eq(busy)
-        with m.If(self.start & ~busy):
+        with m.If(go & ~busy):
             m.d.sync += self.cycles.eq(0)
         with m.Elif(busy):
             m.d.sync += self.cycles.eq(self.cycles + 1)
@@ -545,7 +557,7 @@ class MacCore(wiring.Component):
                 with m.Else():
                     m.d.sync += w_lane.eq(w_lane + 1)
 
-        with m.If(self.clear):
+        with m.If(self.clear | (take & (target == LoadTarget.CLEAR))):
             m.d.sync += [x_lane.eq(0), x_base.eq(0), x_i.eq(0), x_k.eq(0),
                          w_lane.eq(0), w_base.eq(0), w_n.eq(0), w_k.eq(0)]
 
@@ -605,7 +617,7 @@ class MacCore(wiring.Component):
             issue.rows_valid.eq(Mux(M - m0 >= R, R, M - m0)),
             issue.cols_valid.eq(Mux(N - n0 >= C, C, N - n0)),
         ]
-        with m.If(self.start & ~running):
+        with m.If(self._go & ~running):
             m.d.sync += [running.eq(1), m0.eq(0), n0.eq(0), kk.eq(0), x_base.eq(0), w_base.eq(0)]
         with m.Elif(running & cen):
             with m.If(kk == K - 1):
@@ -716,7 +728,7 @@ class MacCore(wiring.Component):
         ]
         drain_done = Signal()
         drain_done_bank = Signal()
-        with m.If(self.start & ~running):
+        with m.If(self._go & ~running):
             m.d.sync += [running.eq(1), n0.eq(0), k0.eq(0), r.eq(0), mm.eq(0), x_base.eq(0),
                          w_base.eq(0), bank.eq(0), phase.eq(0)]
         with m.Elif(running & cen):
@@ -832,3 +844,107 @@ class MacCore(wiring.Component):
 
         in_flight = Cat(*(c.valid | c.wload for c in ctrl[1:]))
         return ~in_flight.any() & ~d_busy & ~pend_valid & ~bank_busy.any()
+
+
+class SplitMacArray(wiring.Component):
+    """A :class:`MacArray` whose core runs in its own (faster) clock domain.
+
+    The core (buffers, sequencer, PEs) runs in ``array_domain``; the output stage and this
+    component's ports are in ``sync``. Operands cross in an asynchronous FIFO together with the
+    START and CLEAR commands (in-band, so they stay ordered with the data); accumulators come back
+    through another. The signature and behaviour at the ports are :class:`MacArray`'s, except that
+    ``cycles`` counts the core's cycles in ``array_domain`` (host I/O and the output stage excluded).
+
+    Parameters
+    ----------
+    config : MacArrayConfig
+    array_domain : str
+        Clock domain of the core.
+    """
+
+    def __init__(self, config, array_domain="array"):
+        if not isinstance(config, MacArrayConfig):
+            raise reject(self, TypeError(f"config must be a MacArrayConfig, not {config!r}"))
+        self.config = config
+        self.array_domain = array_domain
+        super().__init__(_mac_array_signature())
+
+    def elaborate(self, platform):
+        from amaranth.hdl import DomainRenamer
+        from amaranth.lib.cdc import PulseSynchronizer
+        from amaranth.lib.fifo import AsyncFIFO
+
+        cfg = self.config
+        ad = self.array_domain
+        m = Module()
+        m.submodules.core = core = DomainRenamer(ad)(MacCore(cfg))
+        m.submodules.output = out = OutputStage(acc_bits=cfg.accumulator_bits, max_n=cfg.max_n,
+                                                requant_radix=cfg.requant_radix)
+        dl = drain_layout(cfg.accumulator_bits)
+        m.submodules.to_core = to_core = AsyncFIFO(width=LoadLayout.size, depth=8,
+                                                   w_domain="sync", r_domain=ad)
+        m.submodules.from_core = from_core = AsyncFIFO(width=dl.size, depth=8, w_domain=ad,
+                                                       r_domain="sync")
+        m.submodules.done_sync = done_sync = PulseSynchronizer(i_domain=ad, o_domain="sync")
+
+        # Sizes and modes are set before a run and held during it: they cross as static values.
+        m.d.comb += [
+            core.size_m.eq(self.size_m), core.size_k.eq(self.size_k), core.size_n.eq(self.size_n),
+            out.clear.eq(self.clear),
+            out.raw.eq(self.raw), out.zero_point.eq(self.zero_point),
+            out.out_min.eq(self.out_min), out.out_max.eq(self.out_max),
+            self.cycles.eq(core.cycles),
+        ]
+
+        # -- into the core: X/W words, and START/CLEAR injected in order -----------------------------
+        pend_start, pend_clear, started = Signal(), Signal(), Signal()
+        ld = self.load
+        target = ld.payload.target
+        is_operand = (target == LoadTarget.X) | (target == LoadTarget.W)
+        inject = pend_clear | pend_start
+        word = Signal(LoadLayout)
+        m.d.comb += [
+            word.target.eq(Mux(pend_clear, LoadTarget.CLEAR,
+                               Mux(pend_start, LoadTarget.START, target))),
+            word.data.eq(ld.payload.data),
+            to_core.w_data.eq(word.as_value()),
+            to_core.w_en.eq(inject | (ld.valid & is_operand & ~self.busy)),
+            out.param.payload.which.eq(target.as_value() - LoadTarget.BIAS.value),
+            out.param.payload.data.eq(ld.payload.data),
+            out.param.valid.eq(ld.valid & ~is_operand & ~self.busy & ~inject),
+            ld.ready.eq(~self.busy & ~inject & Mux(is_operand, to_core.w_rdy, out.param.ready)),
+        ]
+        with m.If(to_core.w_rdy):
+            with m.If(pend_clear):
+                m.d.sync += pend_clear.eq(0)
+            with m.Elif(pend_start):
+                m.d.sync += pend_start.eq(0)
+        with m.If(self.clear):
+            m.d.sync += pend_clear.eq(1)
+        with m.If(self.start & ~self.busy):
+            m.d.sync += [pend_start.eq(1), started.eq(1)]
+        core_word = Signal(LoadLayout)
+        m.d.comb += [
+            core_word.as_value().eq(to_core.r_data),
+            core.load.payload.eq(core_word),
+            core.load.valid.eq(to_core.r_rdy),
+            to_core.r_en.eq(core.load.ready | (core_word.target == LoadTarget.CLEAR)),
+        ]
+
+        # -- out of the core -----------------------------------------------------------------------------
+        m.d.comb += [
+            from_core.w_data.eq(core.drain.payload.as_value()),
+            from_core.w_en.eq(core.drain.valid),
+            core.drain.ready.eq(from_core.w_rdy),
+            out.i.payload.as_value().eq(from_core.r_data),
+            out.i.valid.eq(from_core.r_rdy),
+            from_core.r_en.eq(out.i.ready),
+        ]
+        wiring.connect(m, out.o, wiring.flipped(self.y))
+        busy_prev = Signal()
+        m.d[ad] += busy_prev.eq(core.busy)
+        m.d.comb += done_sync.i.eq(busy_prev & ~core.busy)
+        with m.If(done_sync.o):
+            m.d.sync += started.eq(0)
+        m.d.comb += self.busy.eq(started | pend_start | from_core.r_rdy | out.busy)
+        return m
