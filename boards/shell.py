@@ -16,7 +16,7 @@ from amaranth.lib import wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..generators.mac_array import LoadTarget, MacArray, MacArrayConfig
+from ..generators.mac_array import LoadTarget, MacArray, MacArrayConfig, SplitMacArray
 from ..hdl._params import reject
 from ..hdl.framing import FrameReceiver, FrameTransmitter
 from ..hdl.uart import UARTRx, UARTTx
@@ -113,6 +113,9 @@ class MacArrayShell(wiring.Component):
         Clock cycles per UART bit.
     max_payload : int
         Largest command payload accepted (the frame buffer size).
+    array_domain : str
+        Clock domain of the array core: ``"sync"`` (one domain), or another domain that the
+        enclosing design drives (a :class:`~npuforge.generators.mac_array.SplitMacArray`).
 
     Members
     -------
@@ -125,7 +128,7 @@ class MacArrayShell(wiring.Component):
         until the next good command).
     """
 
-    def __init__(self, config, *, info=b"", divisor=104, max_payload=512):
+    def __init__(self, config, *, info=b"", divisor=104, max_payload=512, array_domain="sync"):
         if not isinstance(config, MacArrayConfig):
             raise reject(self, TypeError(f"config must be a MacArrayConfig, not {config!r}"))
         if max_payload < 16:
@@ -134,6 +137,7 @@ class MacArrayShell(wiring.Component):
         self.info = bytes(info) or info_payload(config, b"", 0, 0)
         self.divisor = divisor
         self.max_payload = max_payload
+        self.array_domain = array_domain
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(3)})
 
     def elaborate(self, platform):
@@ -143,7 +147,10 @@ class MacArrayShell(wiring.Component):
         m.submodules.uart_tx = utx = UARTTx(self.divisor)
         m.submodules.frx = frx = FrameReceiver(self.max_payload)
         m.submodules.ftx = ftx = FrameTransmitter()
-        m.submodules.array = arr = MacArray(cfg)
+        if self.array_domain == "sync":
+            m.submodules.array = arr = MacArray(cfg)
+        else:
+            m.submodules.array = arr = SplitMacArray(cfg, self.array_domain)
         m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
         wiring.connect(m, urx.o, frx.i)
         wiring.connect(m, ftx.o, utx.i)

@@ -1,13 +1,14 @@
 """Top level for a real board: the platform's clock and reset, UART pins, LEDs, and a shell."""
 
-from amaranth.hdl import Elaboratable, Module, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.lib.cdc import ResetSynchronizer
 
 from ..generators.mac_array import MacArrayConfig
 from ..hdl.uart import divisor_for
 from .registry import BoardSpec, get_board
 from .shell import MacArrayShell, config_hash, info_payload
 
-__all__ = ["SHELL_RESOURCES", "BoardTop", "NoUart", "shell_resources"]
+__all__ = ["SHELL_RESOURCES", "BoardTop", "NoUart", "pll_parameters", "shell_resources"]
 
 #: What the shell around a design costs (UART, frame receiver and transmitter, dispatcher),
 #: measured on the UP5K and rounded up; added to a generator's estimate before a build.
@@ -24,6 +25,46 @@ def shell_resources(config):
     return {key: est.get(key, 0) + SHELL_RESOURCES[key] for key in SHELL_RESOURCES}
 
 
+def pll_parameters(f_in, f_out):
+    """iCE40 PLL divider settings (simple feedback) for the output closest to ``f_out``.
+
+    ``f_out = f_in * (DIVF + 1) / ((DIVR + 1) * 2**DIVQ)`` with the phase detector at 10..133 MHz and
+    the VCO at 533..1066 MHz (iCE40 sysCLOCK PLL guide).
+
+    Returns
+    -------
+    dict
+        ``divr``, ``divf``, ``divq``, ``filter_range`` and the achieved ``f_out``.
+
+    Raises
+    ------
+    ValueError
+        If ``f_out`` is outside 16..275 MHz or cannot be reached within 1 %.
+    """
+    if not 16e6 <= f_out <= 275e6:
+        raise ValueError(f"array clock must be in 16..275 MHz (iCE40 PLL), not {f_out / 1e6:g} MHz")
+    best = None
+    for divr in range(16):
+        f_pfd = f_in / (divr + 1)
+        if not 10e6 <= f_pfd <= 133e6:
+            continue
+        for divf in range(128):
+            f_vco = f_pfd * (divf + 1)
+            if not 533e6 <= f_vco <= 1066e6:
+                continue
+            for divq in range(1, 7):
+                got = f_vco / 2 ** divq
+                if best is None or abs(got - f_out) < abs(best[3] - f_out):
+                    best = (divr, divf, divq, got, f_pfd)
+    if best is None or abs(best[3] - f_out) > 0.01 * f_out:
+        raise ValueError(f"array clock {f_out / 1e6:g} MHz cannot be made from {f_in / 1e6:g} MHz")
+    divr, divf, divq, got, f_pfd = best
+    # Loop filter setting by phase-detector frequency (icepll's table).
+    bounds = [17e6, 26e6, 44e6, 66e6, 101e6]
+    filter_range = 1 + sum(f_pfd >= b for b in bounds)
+    return {"divr": divr, "divf": divf, "divq": divq, "filter_range": filter_range, "f_out": got}
+
+
 class BoardTop(Elaboratable):
     """A MAC-array shell on a board.
 
@@ -38,6 +79,9 @@ class BoardTop(Elaboratable):
         UART bit rate (115200 by default; FTDI boards take up to 3 Mbaud).
     content_hash : str, optional
         The design's content hash for INFO (hex); defaults to the configuration's hash.
+    array_clock_hz : float, optional
+        Run the array core from the PLL at this frequency (the shell stays on the board clock;
+        operands and results cross in asynchronous FIFOs). ``None``: everything on the board clock.
 
     Raises
     ------
@@ -48,7 +92,7 @@ class BoardTop(Elaboratable):
         board's USB-serial bridge carries.
     """
 
-    def __init__(self, config, board, *, baud=115200, content_hash=None):
+    def __init__(self, config, board, *, baud=115200, content_hash=None, array_clock_hz=None):
         if not isinstance(config, MacArrayConfig):
             raise TypeError(f"config must be a MacArrayConfig, not {config!r}")
         spec = board if isinstance(board, BoardSpec) else get_board(board)
@@ -62,11 +106,20 @@ class BoardTop(Elaboratable):
         self.board = spec
         self.baud = baud
         self.content_hash = content_hash or config_hash(config)
+        self.pll = None
+        if array_clock_hz is not None:
+            self.pll = pll_parameters(spec.clock_hz, array_clock_hz)
+        self.array_clock_hz = None if self.pll is None else self.pll["f_out"]
 
     def elaborate(self, platform):
         m = Module()
         info = info_payload(self.config, self.content_hash, self.board.clock_hz, self.baud)
-        m.submodules.shell = shell = MacArrayShell(self.config, info=info, divisor=self.divisor)
+        array_domain = "sync"
+        if self.pll is not None:
+            array_domain = "array"
+            self._clocks_from_pll(m, platform)
+        m.submodules.shell = shell = MacArrayShell(self.config, info=info, divisor=self.divisor,
+                                                   array_domain=array_domain)
         uart = platform.request("uart", 0)
         m.d.comb += [shell.rx.eq(uart.rx.i), uart.tx.o.eq(shell.tx)]
         # LED 0 blinks at about 1.5 Hz (the bitstream runs), the others show the shell's status.
@@ -81,3 +134,36 @@ class BoardTop(Elaboratable):
             led = platform.request("led", i)
             m.d.comb += led.o.eq(status[i])
         return m
+
+    def _clocks_from_pll(self, m, platform):
+        """``sync`` at the board clock and ``array`` from the PLL, with their own power-on reset.
+
+        SB_PLL40_2_PAD passes the reference clock through on port A and generates port B. A design
+        that makes its own ``sync`` domain also makes its own reset: held until the PLL locks and
+        long enough for block RAM to become readable after configuration.
+        """
+        pll = self.pll
+        clk_pin = platform.request(platform.default_clk, dir="-")
+        m.domains.sync = cd_sync = ClockDomain("sync")
+        m.domains.array = cd_array = ClockDomain("array")
+        lock = Signal()
+        m.submodules.pll = Instance(
+            "SB_PLL40_2_PAD",
+            p_FEEDBACK_PATH="SIMPLE",
+            p_DIVR=pll["divr"], p_DIVF=pll["divf"], p_DIVQ=pll["divq"],
+            p_FILTER_RANGE=pll["filter_range"],
+            i_PACKAGEPIN=clk_pin.io,
+            i_RESETB=1, i_BYPASS=0,
+            o_PLLOUTGLOBALA=cd_sync.clk,
+            o_PLLOUTGLOBALB=cd_array.clk,
+            o_LOCK=lock,
+        )
+        platform.add_clock_constraint(cd_sync.clk, self.board.clock_hz)
+        platform.add_clock_constraint(cd_array.clk, pll["f_out"])
+        m.domains.por = ClockDomain("por", reset_less=True)
+        m.d.comb += ClockSignal("por").eq(cd_sync.clk)
+        delay = Signal(range(4096), init=4095)
+        with m.If(delay != 0):
+            m.d.por += delay.eq(delay - 1)
+        m.d.comb += cd_sync.rst.eq((delay != 0) | ~lock)
+        m.submodules.array_reset = ResetSynchronizer(cd_sync.rst, domain="array")

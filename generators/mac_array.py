@@ -461,6 +461,11 @@ class MacCore(wiring.Component):
         running = Signal()      # the sequencer still issues beats
         cen = Signal()          # global enable of the compute pipeline
         busy = Signal()
+        # Sizes arrive long before a run; registered `size - 1` keeps subtractions off the
+        # counters' compare paths.
+        self._k_last, self._m_last, self._n_last = Signal(16), Signal(16), Signal(16)
+        m.d.sync += [self._k_last.eq(self.size_k - 1), self._m_last.eq(self.size_m - 1),
+                     self._n_last.eq(self.size_n - 1)]
         # `start`, or a START word on `load` (which is only taken while idle).
         self._go = go = Signal()
         m.d.comb += go.eq(self.start | (self.load.valid & ~busy &
@@ -521,7 +526,7 @@ class MacCore(wiring.Component):
         m.d.comb += x_wr.en.eq(Mux(take & (target == LoadTarget.X), 1 << x_lane, 0))
         with m.If(take & (target == LoadTarget.X)):
             if cfg.dataflow == "os":
-                with m.If(x_k == K - 1):
+                with m.If(x_k == self._k_last):
                     m.d.sync += x_k.eq(0)
                     with m.If(x_lane == R - 1):
                         m.d.sync += [x_lane.eq(0), x_base.eq(x_base + K)]
@@ -530,7 +535,7 @@ class MacCore(wiring.Component):
                 with m.Else():
                     m.d.sync += x_k.eq(x_k + 1)
             else:
-                with m.If(x_k == K - 1):
+                with m.If(x_k == self._k_last):
                     m.d.sync += [x_k.eq(0), x_lane.eq(0), x_base.eq(0), x_i.eq(x_i + 1)]
                 with m.Else():
                     m.d.sync += x_k.eq(x_k + 1)
@@ -548,7 +553,7 @@ class MacCore(wiring.Component):
             w_wr.en.eq(Mux(take & (target == LoadTarget.W), 1 << w_lane, 0)),
         ]
         with m.If(take & (target == LoadTarget.W)):
-            with m.If(w_n == N - 1):
+            with m.If(w_n == self._n_last):
                 m.d.sync += [w_n.eq(0), w_lane.eq(0), w_base.eq(0), w_k.eq(w_k + 1)]
             with m.Else():
                 m.d.sync += w_n.eq(w_n + 1)
@@ -602,7 +607,10 @@ class MacCore(wiring.Component):
             "n0": unsigned(16), "rows_valid": range(R + 1), "cols_valid": range(C + 1),
         })
         # -- sequencer: for m0 (outer), for n0, for k ------------------------------------------
-        m0, n0, kk = Signal(16), Signal(16), Signal(16)
+        # m_left / n_left count down the rows and columns still to tile: the last tile and its
+        # valid extent come from comparisons with constants, not from subtractions.
+        kk = Signal(16)
+        m_left, n_left, n0 = Signal(17), Signal(17), Signal(16)
         x_base, w_base = Signal(range(cfg.x_words + 1)), Signal(range(cfg.w_words + 1))
         issue = Signal(ctrl_layout)
         x_rd = x_mem.read_port()
@@ -612,24 +620,25 @@ class MacCore(wiring.Component):
             x_rd.addr.eq(x_base + kk), w_rd.addr.eq(w_base + kk),
             issue.valid.eq(running),
             issue.first.eq(kk == 0),
-            issue.last.eq(kk == K - 1),
+            issue.last.eq(kk == self._k_last),
             issue.n0.eq(n0),
-            issue.rows_valid.eq(Mux(M - m0 >= R, R, M - m0)),
-            issue.cols_valid.eq(Mux(N - n0 >= C, C, N - n0)),
+            issue.rows_valid.eq(Mux(m_left >= R, R, m_left)),
+            issue.cols_valid.eq(Mux(n_left >= C, C, n_left)),
         ]
         with m.If(self._go & ~running):
-            m.d.sync += [running.eq(1), m0.eq(0), n0.eq(0), kk.eq(0), x_base.eq(0), w_base.eq(0)]
+            m.d.sync += [running.eq(1), m_left.eq(M), n_left.eq(N), n0.eq(0), kk.eq(0),
+                         x_base.eq(0), w_base.eq(0)]
         with m.Elif(running & cen):
-            with m.If(kk == K - 1):
+            with m.If(kk == self._k_last):
                 m.d.sync += kk.eq(0)
-                with m.If(n0 + C >= N):
-                    m.d.sync += [n0.eq(0), w_base.eq(0)]
-                    with m.If(m0 + R >= M):
+                with m.If(n_left <= C):
+                    m.d.sync += [n0.eq(0), n_left.eq(N), w_base.eq(0)]
+                    with m.If(m_left <= R):
                         m.d.sync += running.eq(0)
                     with m.Else():
-                        m.d.sync += [m0.eq(m0 + R), x_base.eq(x_base + K)]
+                        m.d.sync += [m_left.eq(m_left - R), x_base.eq(x_base + K)]
                 with m.Else():
-                    m.d.sync += [n0.eq(n0 + C), w_base.eq(w_base + K)]
+                    m.d.sync += [n0.eq(n0 + C), n_left.eq(n_left - C), w_base.eq(w_base + K)]
             with m.Else():
                 m.d.sync += kk.eq(kk + 1)
 
@@ -701,7 +710,10 @@ class MacCore(wiring.Component):
             "n0": unsigned(16), "cols_valid": range(C + 1),
         })
         # -- sequencer: for n0 (outer), for k0: load `rows` weight rows, then M compute beats ----
+        # k_left / n_left count down what is still to tile (comparisons with constants only).
         n0, k0, r, mm = Signal(16), Signal(16), Signal(range(R)), Signal(16)
+        k_left, n_left = Signal(17), Signal(17)
+        wk = Signal(range(cfg.w_words + 1))     # word of weight row k0 + r
         x_base, w_base = Signal(range(cfg.x_words + 1)), Signal(range(cfg.w_words + 1))
         bank = Signal()
         bank_busy = Signal(2)
@@ -709,49 +721,53 @@ class MacCore(wiring.Component):
         issue = Signal(ctrl_layout)
         x_rd = x_mem.read_port()
         w_rd = w_mem.read_port()
-        last_k = k0 + R >= K
+        last_k = k_left <= R
         m.d.comb += [
             x_rd.en.eq(cen), w_rd.en.eq(cen),
             x_rd.addr.eq(x_base + mm),
-            w_rd.addr.eq(w_base + k0 + r),
+            w_rd.addr.eq(wk),
             issue.wload.eq(running & (phase == 1)),
             issue.row.eq(r),
-            issue.zero.eq(k0 + r >= K),
+            issue.zero.eq(r >= k_left),
             issue.valid.eq(running & (phase == 2)),
             issue.first.eq(k0 == 0),
             issue.last.eq(last_k),
-            issue.drain.eq(last_k & (mm == M - 1)),
+            issue.drain.eq(last_k & (mm == self._m_last)),
             issue.m.eq(mm),
             issue.bank.eq(bank),
             issue.n0.eq(n0),
-            issue.cols_valid.eq(Mux(N - n0 >= C, C, N - n0)),
+            issue.cols_valid.eq(Mux(n_left >= C, C, n_left)),
         ]
         drain_done = Signal()
         drain_done_bank = Signal()
         with m.If(self._go & ~running):
             m.d.sync += [running.eq(1), n0.eq(0), k0.eq(0), r.eq(0), mm.eq(0), x_base.eq(0),
-                         w_base.eq(0), bank.eq(0), phase.eq(0)]
+                         w_base.eq(0), wk.eq(0), bank.eq(0), phase.eq(0), k_left.eq(K), n_left.eq(N)]
         with m.Elif(running & cen):
             with m.Switch(phase):
                 with m.Case(0):
                     with m.If(~bank_busy.bit_select(bank, 1)):
                         m.d.sync += phase.eq(1)
                 with m.Case(1):
+                    m.d.sync += wk.eq(wk + 1)
                     with m.If(r == R - 1):
                         m.d.sync += [r.eq(0), phase.eq(2), mm.eq(0)]
                     with m.Else():
                         m.d.sync += r.eq(r + 1)
                 with m.Case(2):
-                    with m.If(mm == M - 1):
+                    with m.If(mm == self._m_last):
                         m.d.sync += mm.eq(0)
                         with m.If(last_k):
-                            m.d.sync += [k0.eq(0), x_base.eq(0), phase.eq(0), bank.eq(~bank)]
-                            with m.If(n0 + C >= N):
+                            m.d.sync += [k0.eq(0), k_left.eq(K), x_base.eq(0), phase.eq(0),
+                                         bank.eq(~bank)]
+                            with m.If(n_left <= C):
                                 m.d.sync += running.eq(0)
                             with m.Else():
-                                m.d.sync += [n0.eq(n0 + C), w_base.eq(w_base + K)]
+                                m.d.sync += [n0.eq(n0 + C), n_left.eq(n_left - C),
+                                             w_base.eq(w_base + K), wk.eq(w_base + K)]
                         with m.Else():
-                            m.d.sync += [k0.eq(k0 + R), x_base.eq(x_base + M), phase.eq(1)]
+                            m.d.sync += [k0.eq(k0 + R), k_left.eq(k_left - R), x_base.eq(x_base + M),
+                                         phase.eq(1), wk.eq(w_base + k0 + R)]
                     with m.Else():
                         m.d.sync += mm.eq(mm + 1)
         # A bank is busy from the start of its N tile until its drain has finished.
@@ -830,7 +846,7 @@ class MacCore(wiring.Component):
         with m.If(drain.valid & drain.ready):
             with m.If(d_j == d_cols - 1):
                 m.d.sync += [d_j.eq(0), d_have.eq(0), d_m.eq(d_m + 1)]
-                with m.If(d_m == M - 1):
+                with m.If(d_m == self._m_last):
                     m.d.sync += d_busy.eq(0)
                     m.d.comb += [drain_done.eq(1), drain_done_bank.eq(d_bank)]
             with m.Else():
