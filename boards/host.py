@@ -393,13 +393,17 @@ class VirtualBoard(Board):
             from .shell import config_hash
             content_hash = config_hash(config)
         info = info_payload(config, content_hash, clock_hz=0, baud=0)
-        shell = MacArrayShell(config, info=info, divisor=divisor, max_payload=max_payload)
+
+        def make_shell():
+            return MacArrayShell(config, info=info, divisor=divisor, max_payload=max_payload)
+
         if backend == "verilator":
             from ..sim.verilator import VerilatorUartTransport
-            transport = VerilatorUartTransport(shell, divisor,
+            # A factory: with the model already built, the shell need not be elaborated at all.
+            transport = VerilatorUartTransport(make_shell, divisor,
                                                cache_key=(config, info, divisor, max_payload))
         else:
-            transport = _AmaranthUartTransport(shell, divisor, vcd=vcd)
+            transport = _AmaranthUartTransport(make_shell(), divisor, vcd=vcd)
         super().__init__(transport, timeout=timeout, max_payload=max_payload)
         self.sim_config = config
 

@@ -501,7 +501,7 @@ class MacCore(wiring.Component):
         """Row-major write counters that place each loaded word in its buffer lane."""
         cfg = self.config
         R, C = cfg.rows, cfg.cols
-        M, K, N = self.size_m, self.size_k, self.size_n
+        M, K = self.size_m, self.size_k
         ld = self.load
         m.d.comb += ld.ready.eq(~busy)
         take = ld.valid & ld.ready

@@ -17,11 +17,13 @@ bias). Output spikes leave on ``events_out`` as ``{addr, eot}`` events, ascendin
 each sweep, and a marker with ``eot = 1`` closes every timestep. With ``recurrent``, spikes emitted
 in timestep ``t`` are queued (at most ``recurrent_depth`` per timestep) and delivered at the start
 of timestep ``t + 1`` as events of axons ``M + n``, before any external event: a recurrent
-connection has a delay of one timestep. Between events nothing toggles: memories are not enabled,
-counters and pipeline registers hold.
+connection has a delay of one timestep. Timestep ``t + 1`` starts when its first input (an event
+or its marker) arrives. Between events nothing toggles: memories are not enabled, counters and
+pipeline registers hold.
 
-A sweep costs ``N/P + 2`` cycles, and one more cycle per output spike (spikes leave one per cycle
-while the sweep waits); a recurrent event costs two more cycles to fetch it from its queue.
+An input event costs ``N/P + 2`` cycles, an end of timestep ``N/P + 3`` (with its marker), a
+recurrent event ``N/P + 3`` (one to fetch it from its queue), and each output spike one more cycle
+(spikes leave one per cycle while the sweep waits); see :meth:`SnnCoreConfig.cycles_estimate`.
 
 Memories map to iCE40 block RAM (``amaranth.lib.memory.Memory``) or, on the UP5K, to SPRAM
 (:class:`~npuforge.hdl.spram.Spram`): ``"auto"`` puts the weights in SPRAM when they would take more
@@ -30,8 +32,9 @@ SPRAM (single-ported) halves the sweep rate: a row is read in one cycle and writ
 
 Weights and biases are loaded through ``load``, one memory word ``{addr, data}`` per transfer:
 words ``0 .. weight_words-1`` are weight rows (``P`` weights, lane ``p`` in bits
-``[p*w, (p+1)*w)``), words ``weight_words ..`` bias rows (``P`` biases alike). :meth:`SnnCoreConfig.
-pack_weights` produces these words from a weight matrix. Loads are accepted between events.
+``[p*w, (p+1)*w)``), words ``weight_words ..`` bias rows (``P`` biases alike).
+:meth:`SnnCoreConfig.pack_weights` produces these words from a weight matrix. Loads are accepted
+between events.
 
 The state is zeroed after reset and on a pulse of ``clear`` (which also empties the recurrent
 queue); counters are zeroed by a pulse of ``clear_counters``.
@@ -41,13 +44,13 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-from ..hdl.lif import LifParams, LifUnit, accumulator_width, const_multiply
+from ..hdl.lif import LifParams, LifUnit, accumulator_width, const_multiply, csd_digits
 from ..hdl.spram import SPRAM_BLOCKS_UP5K, Spram, spram_blocks
 
 __all__ = ["COUNTER_NAMES", "MEMORY_KINDS", "SnnCore", "SnnCoreConfig", "ebr_blocks"]
@@ -280,10 +283,10 @@ class SnnCoreConfig:
         elif p.leak == "sub":
             lane += 3 * vw
         elif p.leak == "mul":
-            lane += (len(_csd(4096 - p.leak_decay)) + 3) * (vw + 13)
+            lane += (len(csd_digits(4096 - p.leak_decay)) + 3) * (vw + 13)
         if p.synapse == "current":
             cw = p.current_width
-            lane += 3 * cw + (len(_csd(4096 - p.current_decay)) + 3) * (cw + 13)
+            lane += 3 * cw + (len(csd_digits(4096 - p.current_decay)) + 3) * (cw + 13)
         if p.fire == "timestep":
             lane += 3 * self.acc_width
         if p.bias:
@@ -300,9 +303,27 @@ class SnnCoreConfig:
         return {"logic_cells": cells, "bram": bram, "spram": self.spram_blocks, "dsp": 0}
 
     def sweep_cycles(self):
-        """Cycles of one sweep (one event, or an end of timestep) without output spikes."""
-        per_row = 2 if self.state_memory_kind == "spram" else 1
-        return per_row * self.rows + 2
+        """Cycles of one input event, from its acceptance to the next, without output spikes."""
+        if self.state_memory_kind == "spram":
+            return 2 * self.rows + 1
+        return self.rows + 2
+
+    def cycles_estimate(self, *, input_events, timesteps, output_spikes=0, recurrent_events=0):
+        """Busy cycles (the ``cycles`` counter) for a workload, when fed without gaps.
+
+        ``N/P + 2`` per input event, ``N/P + 3`` per timestep (its end-of-timestep sweep and
+        marker), ``N/P + 3`` per recurrent event, and one per output spike. Exact for
+        ``fire="timestep"`` with the state in block RAM; with ``fire="event"`` an upper bound (the
+        spikes of an event's last row leave while the next event starts). With the state in
+        SPRAM, rows take two cycles each and spikes may overlap the second.
+
+        Returns
+        -------
+        int
+        """
+        sweep = self.sweep_cycles()
+        return (input_events * sweep + timesteps * (sweep + 1) + recurrent_events * (sweep + 1)
+                + output_spikes)
 
     # -- weights ---------------------------------------------------------------------------------
 
@@ -427,11 +448,6 @@ class SnnCoreConfig:
                    **kwargs)
 
 
-def _csd(k):
-    from ..hdl.lif import _csd_digits
-    return _csd_digits(k)
-
-
 class SnnCore(wiring.Component):
     """Event-driven spiking-neuron core (see the module docstring for the architecture).
 
@@ -458,7 +474,8 @@ class SnnCore(wiring.Component):
     clear_counters : ``In(1)``
         Pulse: zero the counters.
     idle : ``Out(1)``
-        Nothing in progress: every accepted event and marker is fully processed.
+        Nothing in progress: every accepted event and marker is fully processed (recurrent
+        events wait for the next timestep's first input).
     counters : ``Out(StructLayout)``
         ``timesteps, input_events, recurrent_events, sops, output_spikes, dropped, cycles``
         (``cycles`` counts the cycles in which the core is not idle waiting for input).
@@ -504,7 +521,7 @@ class SnnCore(wiring.Component):
             "trace_v": Out(data.ArrayLayout(p.membrane_shape, config.lanes)),
         }
         if p.synapse == "current":
-            members["trace_u"] = Out(data.ArrayLayout(p.current_width * 1, config.lanes))
+            members["trace_u"] = Out(data.ArrayLayout(signed(p.current_width), config.lanes))
         super().__init__(members)
 
     # ---------------------------------------------------------------------------------------------
@@ -512,6 +529,9 @@ class SnnCore(wiring.Component):
     def elaborate(self, platform):
         cfg = self.config
         p = cfg.neuron
+        if platform is not None and cfg.weight_memory_kind == "spram" and self._weight_init is not None:
+            raise ValueError("weights must be loaded through the load port when they live in SPRAM "
+                             "(SB_SPRAM256KA has no initial contents)")
         m = Module()
         n_rows, n_lanes = cfg.rows, cfg.lanes
         lane_layout = p.state_layout(cfg.acc_width)
@@ -562,7 +582,7 @@ class SnnCore(wiring.Component):
 
         # -- weight memory (and the load port)
         load = self.load
-        weight_rdata = Signal(data.ArrayLayout(p.weight_width * 1, n_lanes))
+        weight_rdata = Signal(data.ArrayLayout(signed(p.weight_width), n_lanes))
         load_weight = load.valid & load.ready & (load.payload.addr < cfg.weight_words)
         weight_read = issuing & ~kind_eot
         if cfg.weight_memory_kind == "spram":
@@ -585,7 +605,7 @@ class SnnCore(wiring.Component):
 
         bias_rdata = None
         if p.bias:
-            bias_rdata = Signal(data.ArrayLayout(p.bias_width * 1, n_lanes))
+            bias_rdata = Signal(data.ArrayLayout(signed(p.bias_width), n_lanes))
             m.submodules.bias_mem = bmem = Memory(shape=n_lanes * p.bias_width, depth=n_rows,
                                                   init=self._bias_init or [])
             brp = bmem.read_port()
@@ -706,7 +726,6 @@ class SnnCore(wiring.Component):
         start_event = Signal()
         start_axon = Signal(range(max(2, cfg.axon_rows)))
         idle_state = Signal()
-        axon_bits = len(evin.payload.addr)
 
         with m.FSM(init="CLEAR"):
             with m.State("CLEAR"):
@@ -721,9 +740,11 @@ class SnnCore(wiring.Component):
                     m.next = "CLEAR"
                 with m.Elif(load.valid):
                     m.d.comb += load.ready.eq(1)
-                with m.Elif(replay_pending):
+                with m.Elif(replay_pending & evin.valid):
+                    # The next timestep starts with its first input (an event or a marker).
                     m.d.comb += replay_read.eq(1)
-                    m.next = "REPLAY"
+                    if cfg.recurrent:
+                        m.next = "REPLAY"
                 with m.Else():
                     m.d.comb += evin.ready.eq(1)
                     with m.If(evin.valid):
@@ -732,8 +753,11 @@ class SnnCore(wiring.Component):
                             m.next = "SWEEP"
                         with m.Elif(evin.payload.addr < cfg.axons):
                             m.d.comb += [start_event.eq(1), start_axon.eq(evin.payload.addr)]
-            with m.State("REPLAY"):
-                m.d.comb += [start_event.eq(1), start_axon.eq(cfg.axons + queue_data)]
+                            m.next = "SWEEP"
+            if cfg.recurrent:
+                with m.State("REPLAY"):
+                    m.d.comb += [start_event.eq(1), start_axon.eq(cfg.axons + queue_data)]
+                    m.next = "SWEEP"
             with m.State("SWEEP"):
                 m.d.comb += in_sweep.eq(1)
                 with m.If(sweep_done):
@@ -745,16 +769,14 @@ class SnnCore(wiring.Component):
                 m.d.comb += send_marker.eq(~emit_busy)
                 with m.If(marker_sent):
                     m.next = "WAIT"
-            with m.If(start_event):
-                m.d.sync += [kind_eot.eq(0), row.eq(0),
-                             waddr.eq(const_multiply(start_axon, n_rows)[:len(waddr)])]
-                m.next = "SWEEP"
-        del axon_bits
+        with m.If(start_event):
+            m.d.sync += [kind_eot.eq(0), row.eq(0),
+                         waddr.eq(const_multiply(start_axon, n_rows)[:len(waddr)])]
 
         # -- counters
         cnt = self.counters
         accepted_input = evin.valid & evin.ready & ~evin.payload.eot & (evin.payload.addr < cfg.axons)
-        m.d.comb += self.idle.eq(idle_state & ~emit_busy & ~replay_pending & ~clear_pending)
+        m.d.comb += self.idle.eq(idle_state & ~emit_busy & ~clear_pending)
         busy = ~self.idle | evin.valid
         increments = {
             "timesteps": marker_sent,

@@ -68,10 +68,12 @@ __all__ = [
     "RESET_MODES",
     "SYNAPSE_MODES",
     "THRESHOLD_MODES",
+    "PRESETS",
     "LifParams",
     "LifUnit",
     "accumulator_width",
     "const_multiply",
+    "csd_digits",
 ]
 
 LEAK_MODES = ("none", "shift", "mul", "sub")
@@ -385,13 +387,17 @@ class LifParams:
                    bias_width=13, bias_shift=bias_exp, fire="timestep")
 
 
+#: Published neuron models by name (constructors taking their own keyword arguments).
 PRESETS = {"odin": LifParams.odin, "loihi": LifParams.loihi}
 
 
 # -- arithmetic helpers ----------------------------------------------------------------------------
 
-def _csd_digits(k):
-    """Canonical signed-digit form of ``k >= 0``: list of (shift, ±1), fewest non-zero digits."""
+def csd_digits(k):
+    """Canonical signed-digit form of ``k >= 0``: a list of ``(shift, ±1)``, fewest non-zero digits.
+
+    A constant multiply by ``k`` costs ``len(csd_digits(k)) - 1`` additions.
+    """
     digits = []
     i = 0
     while k:
@@ -417,7 +423,7 @@ def const_multiply(x, k):
         An unsigned value of width ``len(x) + k.bit_length()`` holding the exact product.
     """
     width = len(x) + max(1, k.bit_length())
-    digits = _csd_digits(k)
+    digits = csd_digits(k)
     if not digits:
         return Const(0, width)
     terms = [(x << s) if d > 0 else -(x << s) for s, d in digits]

@@ -80,13 +80,13 @@ class Spram(wiring.Component):
         })
 
     def elaborate(self, platform):
+        if platform is not None and self.init is not None:
+            raise ValueError("init must be None when building for hardware: SB_SPRAM256KA has "
+                             "no initial contents")
         m = Module()
         if platform is None:
             self._elaborate_model(m)
         else:
-            if self.init is not None:
-                raise ValueError("init must be None when building for hardware: SB_SPRAM256KA has "
-                                 "no initial contents")
             self._elaborate_blocks(m)
         return m
 

@@ -134,7 +134,8 @@ def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="a
     vcd : path, optional
         Write a waveform of the run there.
     backend : str
-        ``"amaranth"`` (the Amaranth simulator).
+        ``"amaranth"`` (the Amaranth simulator) or ``"verilator"`` (a compiled Verilator model, see
+        :mod:`npuforge.sim.verilator`; same results and cycle counts, no ``vcd``).
     backpressure : float
         Probability (0..1) that the consumer of ``y`` is not ready in a cycle; exercises the
         array's stall path. Cycles then include the stalls.
@@ -147,10 +148,16 @@ def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="a
     """
     if not isinstance(config, MacArrayConfig):
         raise TypeError(f"config must be a MacArrayConfig, not {config!r}")
-    if backend != "amaranth":
-        raise ValueError(f"backend must be 'amaranth', not {backend!r}")
+    if backend not in ("amaranth", "verilator"):
+        raise ValueError(f"backend must be 'amaranth' or 'verilator', not {backend!r}")
     if not 0.0 <= backpressure < 1.0:
         raise ValueError(f"backpressure must be in 0..1 (exclusive), not {backpressure!r}")
+    if backend == "verilator":
+        if vcd is not None:
+            raise ValueError("vcd is not supported with backend='verilator'; use backend='amaranth' "
+                             "for waveforms")
+        from .verilator import run_gemm
+        return run_gemm(config, x, w, bias, requant, backpressure=backpressure, seed=seed)
     x, w, bias = check_operands(config, x, w, bias, requant)
     rng = np.random.default_rng(seed)
     m_, k_ = x.shape
