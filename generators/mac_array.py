@@ -466,10 +466,11 @@ class MacCore(wiring.Component):
         self._k_last, self._m_last, self._n_last = Signal(16), Signal(16), Signal(16)
         m.d.sync += [self._k_last.eq(self.size_k - 1), self._m_last.eq(self.size_m - 1),
                      self._n_last.eq(self.size_n - 1)]
-        # `start`, or a START word on `load` (which is only taken while idle).
+        # `start`, or a START word on `load` (which is only taken while idle), registered: the
+        # load stream may come straight from a clock-domain FIFO.
         self._go = go = Signal()
-        m.d.comb += go.eq(self.start | (self.load.valid & ~busy &
-                                        (self.load.payload.target == LoadTarget.START)))
+        m.d.sync += go.eq((self.start | (self.load.valid & (self.load.payload.target == LoadTarget.START)))
+                          & ~busy & ~go)
 
         # -- buffers ----------------------------------------------------------------------------
         m.submodules.x_mem = x_mem = Memory(shape=data.ArrayLayout(cfg.in_shape, R),
@@ -488,7 +489,7 @@ class MacCore(wiring.Component):
             array_idle = self._elaborate_ws(m, x_mem, w_mem, drain, running, cen)
 
         # -- run control ----------------------------------------------------------------------------
-        m.d.comb += busy.eq(running | ~array_idle | drain.valid)
+        m.d.comb += busy.eq(running | ~array_idle | drain.valid | go)
         m.d.comb += self.busy.eq(busy)
         with m.If(go & ~busy):
             m.d.sync += self.cycles.eq(0)
@@ -939,13 +940,17 @@ class SplitMacArray(wiring.Component):
             m.d.sync += pend_clear.eq(1)
         with m.If(self.start & ~self.busy):
             m.d.sync += [pend_start.eq(1), started.eq(1)]
+        # A register between the FIFO and the core keeps the FIFO's pointer comparison off the
+        # core's write-enable and start paths.
         core_word = Signal(LoadLayout)
+        core_valid = Signal()
         m.d.comb += [
-            core_word.as_value().eq(to_core.r_data),
             core.load.payload.eq(core_word),
-            core.load.valid.eq(to_core.r_rdy),
-            to_core.r_en.eq(core.load.ready | (core_word.target == LoadTarget.CLEAR)),
+            core.load.valid.eq(core_valid),
+            to_core.r_en.eq(~core_valid | core.load.ready),
         ]
+        with m.If(to_core.r_en):
+            m.d[ad] += [core_valid.eq(to_core.r_rdy), core_word.as_value().eq(to_core.r_data)]
 
         # -- out of the core -----------------------------------------------------------------------------
         m.d.comb += [
