@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from npuforge.demo import DEMOS, run_digits_mlp
