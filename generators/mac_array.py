@@ -40,12 +40,17 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..hdl._params import reject
-from ..hdl.mul import MULTIPLIER_KINDS, Multiplier, product_shape
+from ..hdl.ice40_dsp import DualMac8x8, Mac16x16, PipelinedLutMultiplier
+from ..hdl.mul import Multiplier, product_shape
 from ..hdl.output_stage import OutputStage, drain_layout
 
 __all__ = ["DATAFLOWS", "LoadTarget", "MacArray", "MacArrayConfig", "MacCore"]
 
 DATAFLOWS = ("os", "ws")
+
+#: PE multiplier allocations: all in logic (``lut``), the tool's choice (``infer``), all on iCE40
+#: DSP blocks (``dsp``), or ``dsp_blocks`` DSP blocks first and logic for the rest (``mixed``).
+MULTIPLIERS = ("lut", "infer", "dsp", "mixed")
 
 #: Limits of the configuration space (validated with named errors).
 LIMITS = {
@@ -59,6 +64,7 @@ LIMITS = {
     "max_n": (1, 65535),
     "requant_radix": (1, 31),
     "mul_latency": (0, 2),
+    "dsp_blocks": (0, 64),
 }
 
 
@@ -114,7 +120,12 @@ class MacArrayConfig:
     max_m, max_k, max_n : int
         The largest problem the buffers hold; they size the memories.
     multiplier : str
-        PE multiplier implementation: ``"lut"`` (partial products in logic) or ``"infer"``.
+        PE multipliers: ``"lut"`` (partial products in logic; pipelined in two halves when
+        ``mul_latency`` is 2), ``"infer"`` (a ``*`` for the tool), ``"dsp"`` (iCE40 ``SB_MAC16``:
+        two PEs per block in its dual 8x8 mode when both operands have at most 8 bits, else one),
+        ``"mixed"`` (``dsp_blocks`` blocks first, logic for the other PEs).
+    dsp_blocks : int or None
+        DSP blocks for ``"mixed"`` (0..64); derived for ``"dsp"``; unused otherwise.
     mul_latency : int
         Register stages in each PE multiplier (0..2).
     requant_radix : int
@@ -136,6 +147,7 @@ class MacArrayConfig:
     max_k: int = 64
     max_n: int = 32
     multiplier: str = "lut"
+    dsp_blocks: Optional[int] = None
     mul_latency: int = 1
     requant_radix: int = 4
     out_signed: bool = True
@@ -144,7 +156,7 @@ class MacArrayConfig:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in LIMITS:
-                if f.name == "acc_bits" and value is None:
+                if f.name in ("acc_bits", "dsp_blocks") and value is None:
                     continue
                 lo, hi = LIMITS[f.name]
                 if isinstance(value, bool) or not isinstance(value, int):
@@ -156,9 +168,14 @@ class MacArrayConfig:
                     raise TypeError(f"{f.name} must be True or False, not {value!r}")
         if self.dataflow not in DATAFLOWS:
             raise ValueError(f"dataflow must be one of 'os', 'ws', not {self.dataflow!r}")
-        if self.multiplier not in MULTIPLIER_KINDS:
-            raise ValueError(f"multiplier must be one of {', '.join(map(repr, MULTIPLIER_KINDS))}, "
+        if self.multiplier not in MULTIPLIERS:
+            raise ValueError(f"multiplier must be one of {', '.join(map(repr, MULTIPLIERS))}, "
                              f"not {self.multiplier!r}")
+        if self.multiplier == "mixed" and self.dsp_blocks is None:
+            raise ValueError("dsp_blocks must be given (0..64) when multiplier is 'mixed'")
+        if self.multiplier == "mixed" and self.dsp_blocks * self.pes_per_dsp > self.rows * self.cols:
+            raise ValueError(f"dsp_blocks must be at most {-(-self.rows * self.cols // self.pes_per_dsp)} "
+                             f"for a {self.rows}x{self.cols} array, not {self.dsp_blocks}")
         if self.acc_bits is not None and self.acc_bits < self.product_bits:
             raise ValueError(f"acc_bits must be at least the product width {self.product_bits} "
                              f"(in_bits {self.in_bits} x w_bits {self.w_bits}), not {self.acc_bits}")
@@ -204,6 +221,28 @@ class MacArrayConfig:
         return 1 if self.dataflow == "os" else self.rows
 
     @property
+    def pes_per_dsp(self):
+        """PEs one SB_MAC16 serves: two in its dual 8x8 mode (operands of at most 8 bits)."""
+        return 2 if self.in_bits <= 8 and self.w_bits <= 8 else 1
+
+    @property
+    def dsp_pes(self):
+        """How many PEs multiply on DSP blocks (the first ones, in row-major order)."""
+        pes = self.rows * self.cols
+        if self.multiplier == "dsp":
+            return pes
+        if self.multiplier == "mixed":
+            return min(pes, self.dsp_blocks * self.pes_per_dsp)
+        return 0
+
+    @property
+    def dsp_count(self):
+        """SB_MAC16 blocks the PEs use (``infer`` counts one per PE: Yosys maps each ``*``)."""
+        if self.multiplier == "infer":
+            return self.rows * self.cols
+        return -(-self.dsp_pes // self.pes_per_dsp)
+
+    @property
     def macs_per_cycle(self):
         return self.rows * self.cols
 
@@ -239,10 +278,11 @@ class MacArrayConfig:
         """
         pes = self.rows * self.cols
         a, w, acc = self.in_bits, self.w_bits, self.accumulator_bits
-        # Partial products cost about one cell per operand bit pair; an inferred multiply may
-        # land on a DSP block instead, which the `dsp` figure counts.
-        mul_lc = a * w + (a + w) * 2 if self.multiplier == "lut" else 2 * (a + w)
-        pe_lc = mul_lc + acc * (2 if self.dataflow == "os" else 1) + self.product_bits
+        # Partial products cost about one cell per operand bit pair (measured: ~180 cells for
+        # int8, ~150 pipelined); a DSP PE keeps only its accumulator in logic.
+        lut_pes = pes - self.dsp_pes if self.multiplier != "infer" else 0
+        mul_lc = lut_pes * (a * w * 2 + (a + w) * 2) + (pes - lut_pes) * 2 * (a + w)
+        pe_lc = acc * (2 if self.dataflow == "os" else 1) + self.product_bits
         # Requantizer, measured on the UP5K: about 480 cells plus 90 per multiplier bit per cycle.
         requant_lc = 480 + 90 * self.requant_radix
         ctrl_lc = 700 + requant_lc
@@ -254,8 +294,8 @@ class MacArrayConfig:
             if bits:
                 # An EBR is 4096 bits, at most 16 bits wide: a wide word spans several blocks.
                 bram += max(math.ceil(width / 16), math.ceil(bits / 4096))
-        return {"logic_cells": int(pes * pe_lc + ctrl_lc), "bram": bram, "spram": 0,
-                "dsp": pes if self.multiplier == "infer" else 0}
+        return {"logic_cells": int(pes * pe_lc + mul_lc + ctrl_lc), "bram": bram, "spram": 0,
+                "dsp": self.dsp_count}
 
     def check_shape(self, m, k, n):
         """Raise :class:`ValueError` unless an ``(m, k) @ (k, n)`` product fits the buffers."""
@@ -310,6 +350,13 @@ class MacArrayConfig:
         if unknown:
             raise ValueError(f"unknown mac-array parameter {unknown[0]!r}; known: {', '.join(sorted(known))}")
         return cls(**values)
+
+
+class _Slot:
+    """One PE's multiplier ports, whatever implements them."""
+
+    def __init__(self, a, b, p):
+        self.a, self.b, self.p = a, b, p
 
 
 def _saturate(value, bits):
@@ -579,15 +626,44 @@ class MacCore(wiring.Component):
         return stages
 
     def _multipliers(self, m, cen, shape_a, shape_b, count_i, count_j, prefix):
+        """A grid of PE multiplier slots (``a``, ``b``, ``p``), allocated as the config says.
+
+        The first ``dsp_pes`` PEs in row-major order multiply on SB_MAC16 blocks (two per block in
+        dual 8x8 mode); the rest in logic. Every variant has the same latency, so the array's
+        control does not see the difference.
+        """
         cfg = self.config
-        muls = [[None] * count_j for _ in range(count_i)]
+        lat = cfg.mul_latency
+        p_shape = product_shape(shape_a, shape_b)
+        slots = [[None] * count_j for _ in range(count_i)]
+        dual = None
         for i in range(count_i):
             for j in range(count_j):
-                mul = Multiplier(shape_a, shape_b, kind=cfg.multiplier, latency=cfg.mul_latency)
+                idx = i * count_j + j
+                slot = _Slot(Signal(shape_a, name=f"{prefix}_a_{i}_{j}"),
+                             Signal(shape_b, name=f"{prefix}_b_{i}_{j}"),
+                             Signal(p_shape, name=f"{prefix}_p_{i}_{j}"))
+                slots[i][j] = slot
+                if idx < cfg.dsp_pes and cfg.pes_per_dsp == 2:
+                    lane = idx % 2
+                    if lane == 0:
+                        dual = DualMac8x8(shape_a.signed, shape_b.signed, latency=lat)
+                        m.submodules[f"{prefix}_dsp{idx // 2}"] = dual
+                        m.d.comb += dual.en.eq(cen)
+                    a_port, b_port, p_port = ((dual.a0, dual.b0, dual.p0) if lane == 0 else
+                                              (dual.a1, dual.b1, dual.p1))
+                    m.d.comb += [a_port.eq(slot.a), b_port.eq(slot.b), slot.p.eq(p_port)]
+                    continue
+                if idx < cfg.dsp_pes:
+                    mul = Mac16x16(shape_a.signed, shape_b.signed, latency=lat)
+                elif cfg.multiplier != "infer" and lat == 2:
+                    mul = PipelinedLutMultiplier(shape_a, shape_b)
+                else:
+                    kind = "infer" if cfg.multiplier == "infer" else "lut"
+                    mul = Multiplier(shape_a, shape_b, kind=kind, latency=lat)
                 m.submodules[f"{prefix}_{i}_{j}"] = mul
-                m.d.comb += mul.en.eq(cen)
-                muls[i][j] = mul
-        return muls
+                m.d.comb += [mul.en.eq(cen), mul.a.eq(slot.a), mul.b.eq(slot.b), slot.p.eq(mul.p)]
+        return slots
 
     def _accumulate(self, acc, addend):
         """``acc + addend`` in the accumulator width, saturating when the config asks for it."""

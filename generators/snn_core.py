@@ -276,8 +276,11 @@ class SnnCoreConfig:
             bram += ebr_blocks(self.lanes * p.bias_width, self.rows)
         if self.recurrent:
             bram += ebr_blocks(max(1, ceil_log2(self.neurons)), 2 << self.queue_index_width)
-        # Per lane: update adder, overflow handling, threshold compare, reset and write-back muxes.
-        lane = 5 * vw + 2 * p.weight_width
+        # Per lane: update adders, overflow clamps, threshold compare, reset and write-back muxes.
+        # The coefficients are fitted to nextpnr's counts for ODIN-, Loihi- and LIF-style cores
+        # (1 to 16 lanes, with and without recurrence); the margin below keeps the estimate above
+        # every one of them.
+        lane = 7 * vw + 2 * p.weight_width
         if p.leak == "shift":
             lane += 2 * vw
         elif p.leak == "sub":
@@ -288,17 +291,17 @@ class SnnCoreConfig:
             cw = p.current_width
             lane += 3 * cw + (len(csd_digits(4096 - p.current_decay)) + 3) * (cw + 13)
         if p.fire == "timestep":
-            lane += 3 * self.acc_width
+            lane += 4 * self.acc_width
         if p.bias:
-            lane += 2 * vw
+            lane += 3 * vw
         lane += 4 * p.refractory_width
         addr_bits = ceil_log2(max(2, self.weight_words))
-        control = 320 + 6 * addr_bits + 4 * self.lanes + 3 * ceil_log2(max(2, self.neurons))
+        control = 120 + 4 * addr_bits + 2 * self.lanes
         if self.recurrent:
-            control += 60
+            control += 100 + 4 * ceil_log2(max(2, self.neurons))
         if self.state_memory_kind == "spram" or self.weight_memory_kind == "spram":
             control += self.state_word_width + 40
-        counters = len(COUNTER_NAMES) * self.counter_width * 2
+        counters = len(COUNTER_NAMES) * self.counter_width     # one LC per bit: flip-flop + carry
         cells = int(1.25 * (self.lanes * lane + control + counters))
         return {"logic_cells": cells, "bram": bram, "spram": self.spram_blocks, "dsp": 0}
 
@@ -406,9 +409,14 @@ class SnnCoreConfig:
     # -- serialization ---------------------------------------------------------------------------
 
     def to_dict(self):
-        """Parameters as a plain (nested) dict, for TOML and manifests."""
+        """Parameters as a plain (nested) dict, for TOML and manifests.
+
+        ``recurrent_depth`` is left out when it is ``None`` (TOML has no null).
+        """
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["neuron"] = self.neuron.to_dict()
+        if d["recurrent_depth"] is None:
+            del d["recurrent_depth"]
         return d
 
     @classmethod

@@ -25,8 +25,7 @@ import sys
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from .generators.mac_array import DATAFLOWS, LIMITS, MacArrayConfig
-from .hdl.mul import MULTIPLIER_KINDS
+from .generators.mac_array import DATAFLOWS, LIMITS, MULTIPLIERS, MacArrayConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -102,8 +101,10 @@ _MAC_ARRAY_HELP = {
     "max_m": "largest M (rows of X and Y) the buffers hold",
     "max_k": "largest K (columns of X, rows of W) the buffers hold",
     "max_n": "largest N (columns of W and Y) the buffers hold",
-    "multiplier": "PE multiplier: lut = partial products in logic cells, infer = a plain multiply "
-                  "the synthesis tool maps (a whole SB_MAC16 on iCE40 with -dsp)",
+    "multiplier": "PE multipliers: lut = partial products in logic cells, infer = a plain multiply "
+                  "the synthesis tool maps (a whole SB_MAC16 on iCE40 with -dsp), dsp = iCE40 "
+                  "SB_MAC16 blocks (two int8 PEs per block), mixed = dsp_blocks blocks then logic",
+    "dsp_blocks": "SB_MAC16 blocks to use with --multiplier mixed",
     "mul_latency": "register stages in each PE multiplier",
     "requant_radix": "multiplier bits the requantizer consumes per cycle (fewer cells, more cycles "
                      "per output)",
@@ -117,8 +118,9 @@ DESIGNS = {
         config_cls=MacArrayConfig,
         help=_MAC_ARRAY_HELP,
         limits=LIMITS,
-        choices={"dataflow": DATAFLOWS, "multiplier": MULTIPLIER_KINDS},
-        auto={"acc_bits": "derived from max_k and the operand types"},
+        choices={"dataflow": DATAFLOWS, "multiplier": MULTIPLIERS},
+        auto={"acc_bits": "derived from max_k and the operand types",
+              "dsp_blocks": "as many as the multiplier allocation needs"},
         ranges={"acc_bits": "in_bits+w_bits"},
     ),
 }

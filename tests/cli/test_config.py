@@ -58,6 +58,7 @@ FLAG_CASES = {
     "max_n": (["--max-n", "33"], 33),
     "multiplier": (["--multiplier", "infer"], "infer"),
     "mul_latency": (["--mul-latency", "2"], 2),
+    "dsp_blocks": (["--dsp-blocks", "2"], 2),
     "requant_radix": (["--requant-radix", "31"], 31),
     "out_signed": (["--out-unsigned"], False),
 }
@@ -95,7 +96,7 @@ def test_switch_pair_is_exclusive():
     (["--rows", "four"], "rows must be an integer in 1..64, not 'four'"),
     (["--in-bits", "1.5"], "in_bits must be an integer in 2..16, not '1.5'"),
     (["--dataflow", "xs"], "dataflow must be one of 'os', 'ws', not 'xs'"),
-    (["--multiplier", "dsp"], "multiplier must be one of 'lut', 'infer', not 'dsp'"),
+    (["--multiplier", "dsp9"], "multiplier must be one of 'lut', 'infer', 'dsp', 'mixed', not 'dsp9'"),
     (["--acc-bits", "8"], "acc_bits must be at least the product width 16"),
     (["--mul-latency", "3"], "mul_latency must be an integer in 0..2, not 3"),
 ])

@@ -38,6 +38,21 @@ def test_random_shapes_int8(dataflow, rows, cols, m, k, n, seed):
            rng.integers(-(2**31), 2**31, size=n))
 
 
+@pytest.mark.parametrize("kwargs", [
+    {"multiplier": "dsp"}, {"multiplier": "dsp", "mul_latency": 1, "dataflow": "ws"},
+    {"multiplier": "mixed", "dsp_blocks": 3}, {"multiplier": "dsp", "in_bits": 12},
+    {"multiplier": "lut", "mul_latency": 2}, {"multiplier": "dsp", "in_signed": False, "mul_latency": 0},
+])
+def test_multiplier_allocations(kwargs):
+    # DSP-block PEs (dual 8x8 or 16x16 models), pipelined LUT PEs and mixes: same results.
+    rng = np.random.default_rng(21)
+    cfg = MacArrayConfig(rows=3, cols=3, max_m=7, max_k=8, max_n=5, **kwargs)
+    _check(cfg, _rand(rng, (7, 8), cfg.in_bits, cfg.in_signed), _rand(rng, (8, 5), 8, True))
+    pes_on_dsp = {"dsp": 9, "mixed": 6}.get(cfg.multiplier, 0)
+    assert cfg.dsp_pes == pes_on_dsp
+    assert cfg.estimate_resources()["dsp"] == -(-pes_on_dsp // cfg.pes_per_dsp)
+
+
 @SETTINGS
 @given(dataflow=st.sampled_from(["os", "ws"]),
        in_type=st.sampled_from([(4, True), (4, False), (8, False), (16, True), (2, True)]),
@@ -199,7 +214,11 @@ def test_derived_accumulator_matches_golden_bound():
     ({"acc_bits": 12}, ValueError,
      "acc_bits must be at least the product width 16 (in_bits 8 x w_bits 8), not 12"),
     ({"max_k": 0}, ValueError, "max_k must be an integer in 1..65535, not 0"),
-    ({"multiplier": "dsp"}, ValueError, "multiplier must be one of 'lut', 'infer', not 'dsp'"),
+    ({"multiplier": "dsp9"}, ValueError,
+     "multiplier must be one of 'lut', 'infer', 'dsp', 'mixed', not 'dsp9'"),
+    ({"multiplier": "mixed"}, ValueError, "dsp_blocks must be given (0..64) when multiplier is 'mixed'"),
+    ({"multiplier": "mixed", "dsp_blocks": 9, "rows": 4, "cols": 4}, ValueError,
+     "dsp_blocks must be at most 8 for a 4x4 array, not 9"),
     ({"requant_radix": 32}, ValueError, "requant_radix must be an integer in 1..31, not 32"),
 ])
 def test_config_errors(kwargs, exc, message):
