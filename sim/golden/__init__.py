@@ -1,7 +1,6 @@
 """NumPy golden models. Nothing here imports Amaranth: these are the independent reference."""
 
 from .gemm import RequantParams, bias_add, gemm, mac_array_reference, required_acc_bits
-from .snn import SnnModel, neuron_params
 from .requant import (
     INT32_MAX,
     INT32_MIN,
@@ -12,3 +11,4 @@ from .requant import (
     saturate,
     srdhm,
 )
+from .snn import SnnModel, neuron_params
