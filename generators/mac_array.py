@@ -133,6 +133,10 @@ class MacArrayConfig:
         output.
     out_signed : bool
         Requantized outputs are int8 (True) or uint8 (False); the clamp limits are runtime inputs.
+    operand_gating : bool
+        Give every PE its own operand registers that hold their value while either operand is
+        zero (the product is then forced to zero): the multiplier does not toggle on the zeros
+        that ReLU activations are full of. Costs one pipeline stage and the registers.
     """
 
     rows: int = 4
@@ -151,6 +155,7 @@ class MacArrayConfig:
     mul_latency: int = 1
     requant_radix: int = 4
     out_signed: bool = True
+    operand_gating: bool = False
 
     def __post_init__(self):
         for f in fields(self):
@@ -665,6 +670,38 @@ class MacCore(wiring.Component):
                 m.d.comb += [mul.en.eq(cen), mul.a.eq(slot.a), mul.b.eq(slot.b), slot.p.eq(mul.p)]
         return slots
 
+    def _feed(self, m, cen, slot, a, b, name):
+        """Connect a PE's operands; with operand gating through registers that hold on a zero.
+
+        ``slot.p`` is replaced by the product the accumulator must use (zero for a gated beat).
+        """
+        cfg = self.config
+        if not cfg.operand_gating:
+            m.d.comb += [slot.a.eq(a), slot.b.eq(b)]
+            return
+        a_pe = Signal(slot.a.shape(), name=f"ga_{name}")
+        b_pe = Signal(slot.b.shape(), name=f"gb_{name}")
+        zero = Signal(name=f"gz_{name}")
+        with m.If(cen):
+            m.d.sync += zero.eq((a == 0) | (b == 0))
+            with m.If((a != 0) & (b != 0)):
+                m.d.sync += [a_pe.eq(a), b_pe.eq(b)]
+        m.d.comb += [slot.a.eq(a_pe), slot.b.eq(b_pe)]
+        # The zero flag travels alongside the multiplier's pipeline.
+        for k in range(cfg.mul_latency):
+            nxt = Signal(name=f"gz_{name}_d{k + 1}")
+            with m.If(cen):
+                m.d.sync += nxt.eq(zero)
+            zero = nxt
+        slot.raw_p = slot.p
+        slot.zero = zero
+        if cfg.dataflow == "ws":
+            # The column adder tree needs a zero from a gated PE; output-stationary PEs instead
+            # skip the accumulation (see `_elaborate_os`).
+            product = Signal(slot.p.shape(), name=f"gp_{name}")
+            m.d.comb += product.eq(Mux(zero, 0, slot.p))
+            slot.p = product
+
     def _accumulate(self, acc, addend):
         """``acc + addend`` in the accumulator width, saturating when the config asks for it."""
         cfg = self.config
@@ -721,7 +758,7 @@ class MacCore(wiring.Component):
 
         # -- pipeline: s1 memory data, s2 operand registers, s(2+L) products, then capture -------
         L = cfg.mul_latency
-        P = 2 + L
+        P = 2 + L + cfg.operand_gating
         ctrl = self._ctrl_pipeline(m, ctrl_layout, P + 1, cen, issue)
         a_reg = [Signal(cfg.in_shape, name=f"a_row{i}") for i in range(R)]
         b_reg = [Signal(cfg.w_shape, name=f"b_col{j}") for j in range(C)]
@@ -732,10 +769,21 @@ class MacCore(wiring.Component):
         accs = [[Signal(signed(acc_bits), name=f"acc_{i}_{j}") for j in range(C)] for i in range(R)]
         for i in range(R):
             for j in range(C):
-                m.d.comb += [muls[i][j].a.eq(a_reg[i]), muls[i][j].b.eq(b_reg[j])]
+                self._feed(m, cen, muls[i][j], a_reg[i], b_reg[j], f"{i}_{j}")
                 with m.If(cen & ctrl[P].valid):
                     base = Mux(ctrl[P].first, 0, accs[i][j])
-                    m.d.sync += accs[i][j].eq(self._accumulate(base, muls[i][j].p))
+                    if cfg.operand_gating:
+                        # A gated beat adds nothing: the accumulator holds (or clears on `first`)
+                        # and its adder sees a held product, so neither toggles.
+                        with m.If(muls[i][j].zero):
+                            with m.If(ctrl[P].first):
+                                m.d.sync += accs[i][j].eq(0)
+                        with m.Else():
+                            m.d.sync += accs[i][j].eq(self._accumulate(accs[i][j], muls[i][j].raw_p))
+                        with m.If(~muls[i][j].zero & ctrl[P].first):
+                            m.d.sync += accs[i][j].eq(self._accumulate(0, muls[i][j].raw_p))
+                    else:
+                        m.d.sync += accs[i][j].eq(self._accumulate(base, muls[i][j].p))
 
         # -- shadow chain: captured tiles drain in row-major order while the next accumulates ----
         shadow = [Signal(signed(acc_bits), name=f"shadow_{idx}") for idx in range(R * C)]
@@ -860,7 +908,7 @@ class MacCore(wiring.Component):
 
         # -- pipeline -------------------------------------------------------------------------------
         L = cfg.mul_latency
-        P = 2 + L           # products valid
+        P = 2 + L + cfg.operand_gating     # products valid
         S = P + 1           # column sums registered; accumulator read data valid; write back
         ctrl = self._ctrl_pipeline(m, ctrl_layout, S, cen, issue)
         a_reg = [Signal(cfg.in_shape, name=f"a_row{i}") for i in range(R)]
@@ -874,7 +922,7 @@ class MacCore(wiring.Component):
         muls = self._multipliers(m, cen, cfg.in_shape, cfg.w_shape, R, C, "pe")
         for i in range(R):
             for j in range(C):
-                m.d.comb += [muls[i][j].a.eq(a_reg[i]), muls[i][j].b.eq(wt[i][j])]
+                self._feed(m, cen, muls[i][j], a_reg[i], wt[i][j], f"{i}_{j}")
         colsum_bits = cfg.product_bits + max(1, math.ceil(math.log2(R))) + 1
         colsum = [Signal(signed(colsum_bits), name=f"colsum_{j}") for j in range(C)]
         for j in range(C):

@@ -27,8 +27,11 @@ def product_shape(a_shape, b_shape):
     return unsigned(width)
 
 
-def partial_product_multiply(a, b, a_shape, b_shape):
+def partial_product_multiply(a, b, a_shape, b_shape, m=None):
     """Build ``a * b`` from shifted partial products, without a ``*`` operator.
+
+    With a module ``m``, every node of the adder tree is a named signal driven in ``m``: the
+    logic is the same, and a simulation's waveform shows the multiplier's internal activity.
 
     Yosys with ``-dsp`` turns every ``*`` into a whole DSP block; a multiplier meant for logic cells
     therefore has to be written as additions. Row ``i`` adds ``a << i`` when bit ``i`` of ``b`` is
@@ -45,13 +48,20 @@ def partial_product_multiply(a, b, a_shape, b_shape):
         rows.append((row, b_shape.signed and i == b_shape.width - 1))
     # Balanced tree: shallower than a chain, so Yosys builds short carry chains in parallel.
     terms = [(-r if neg else r) for r, neg in rows]
+    level = 0
     while len(terms) > 1:
         nxt = []
         for j in range(0, len(terms) - 1, 2):
-            nxt.append(terms[j] + terms[j + 1])
+            total = terms[j] + terms[j + 1]
+            if m is not None:
+                node = Signal(total.shape(), name=f"pp{level}_{j // 2}")
+                m.d.comb += node.eq(total)
+                total = node
+            nxt.append(total)
         if len(terms) % 2:
             nxt.append(terms[-1])
         terms = nxt
+        level += 1
     # The exact sum fits the product width; the slice drops only redundant sign bits.
     return terms[0][:p_shape.width]
 
@@ -109,7 +119,7 @@ class Multiplier(wiring.Component):
                 m.d.sync += [a_r.eq(a), b_r.eq(b)]
             a, b = a_r, b_r
         if self.kind == "lut":
-            prod = partial_product_multiply(a, b, self.a_shape, self.b_shape)
+            prod = partial_product_multiply(a, b, self.a_shape, self.b_shape, m)
         else:
             prod = a * b
         result = Signal(p_shape)
