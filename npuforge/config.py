@@ -109,6 +109,8 @@ _MAC_ARRAY_HELP = {
     "requant_radix": "multiplier bits the requantizer consumes per cycle (fewer cells, more cycles "
                      "per output)",
     "out_signed": "requantized outputs are int8 (signed) or uint8 (unsigned)",
+    "operand_gating": "PE operand registers hold while an operand is zero (fewer toggles on ReLU "
+                      "activations; one more pipeline stage)",
 }
 
 #: The designs whose parameters the CLI and TOML files know, by name. Later designs add an entry.

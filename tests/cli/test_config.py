@@ -59,6 +59,7 @@ FLAG_CASES = {
     "multiplier": (["--multiplier", "infer"], "infer"),
     "mul_latency": (["--mul-latency", "2"], 2),
     "dsp_blocks": (["--dsp-blocks", "2"], 2),
+    "operand_gating": (["--operand-gating"], True),
     "requant_radix": (["--requant-radix", "31"], 31),
     "out_signed": (["--out-unsigned"], False),
 }
