@@ -495,7 +495,11 @@ def build(top, board: Union[str, BoardSpec], out_dir: Union[str, os.PathLike], *
     elif progress is not None and not callable(progress):
         raise TypeError(f"progress must be a callable, a bool or None, not {progress!r}")
     if resources is not None:
-        check_fit(resources, spec)
+        try:
+            check_fit(resources, spec)
+        except DoesNotFit:
+            top._MustUse__silence = True   # refused: it was never going to be elaborated
+            raise
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,18 +1,21 @@
 """Top level for a real board: the platform's clock and reset, UART pins, LEDs, and a shell."""
 
 from amaranth.hdl import ClockDomain, ClockSignal, Elaboratable, Instance, Module, Signal
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from ..generators.mac_array import MacArrayConfig
+from ..hdl._params import reject
 from ..hdl.uart import divisor_for
 from .registry import BoardSpec, get_board
 from .shell import MacArrayShell, config_hash, info_payload
 
-__all__ = ["SHELL_RESOURCES", "BoardTop", "NoUart", "pll_parameters", "shell_resources"]
+__all__ = ["SHELL_RESOURCES", "BoardTop", "NoUart", "fill_config", "pll_parameters", "shell_resources"]
 
-#: What the shell around a design costs (UART, frame receiver and transmitter, dispatcher),
-#: measured on the UP5K and rounded up; added to a generator's estimate before a build.
-SHELL_RESOURCES = {"logic_cells": 900, "bram": 1, "spram": 0, "dsp": 0}
+#: What the shell around a design costs (UART, frame receiver and transmitter, dispatcher,
+#: heartbeat), measured on the UP5K (about 1300 LUT4s) and rounded up; added to a generator's
+#: estimate before a build.
+SHELL_RESOURCES = {"logic_cells": 1400, "bram": 1, "spram": 0, "dsp": 0}
 
 
 class NoUart(ValueError):
@@ -65,6 +68,51 @@ def pll_parameters(f_in, f_out):
     return {"divr": divr, "divf": divf, "divq": divq, "filter_range": filter_range, "f_out": got}
 
 
+def fill_config(board, base=None, *, headroom=0.92):
+    """The biggest array (most MACs per cycle) whose shell design fits ``board`` by the estimate.
+
+    PEs go to the board's DSP blocks first (two int8 PEs per SB_MAC16 in dual 8x8 mode), then to
+    logic cells. Every other parameter comes from ``base``. ``headroom`` keeps a margin of logic
+    cells for placement (the estimate is within about 15 % of nextpnr's count).
+
+    Returns
+    -------
+    MacArrayConfig
+
+    Raises
+    ------
+    ValueError
+        If not even a 1x1 array fits.
+    """
+    from dataclasses import replace
+
+    spec = board if isinstance(board, BoardSpec) else get_board(board)
+    base = base or MacArrayConfig()
+    budget = spec.budget.as_dict()
+    best = None
+    for rows in range(1, 17):
+        for cols in range(1, 17):
+            pes = rows * cols
+            per_dsp = 2 if base.in_bits <= 8 and base.w_bits <= 8 else 1
+            blocks = min(budget["dsp"], -(-pes // per_dsp))
+            if blocks == 0:
+                cand = replace(base, rows=rows, cols=cols, multiplier="lut", dsp_blocks=None)
+            elif blocks * per_dsp >= pes:
+                cand = replace(base, rows=rows, cols=cols, multiplier="dsp", dsp_blocks=None)
+            else:
+                cand = replace(base, rows=rows, cols=cols, multiplier="mixed", dsp_blocks=blocks)
+            need = shell_resources(cand)
+            if need["logic_cells"] > headroom * budget["logic_cells"] or any(
+                    need[k] > budget[k] for k in ("bram", "spram", "dsp")):
+                continue
+            key = (pes, -abs(rows - cols))
+            if best is None or key > best[0]:
+                best = (key, cand)
+    if best is None:
+        raise ValueError(f"no MAC array fits {spec.name} ({spec.device}) inside the board shell")
+    return best[1]
+
+
 class BoardTop(Elaboratable):
     """A MAC-array shell on a board.
 
@@ -94,21 +142,31 @@ class BoardTop(Elaboratable):
 
     def __init__(self, config, board, *, baud=115200, content_hash=None, array_clock_hz=None):
         if not isinstance(config, MacArrayConfig):
-            raise TypeError(f"config must be a MacArrayConfig, not {config!r}")
-        spec = board if isinstance(board, BoardSpec) else get_board(board)
+            raise reject(self, TypeError(f"config must be a MacArrayConfig, not {config!r}"))
+        try:
+            spec = board if isinstance(board, BoardSpec) else get_board(board)
+        except ValueError as exc:
+            raise reject(self, exc) from None
         if spec.uart is None:
-            raise NoUart(f"board {spec.name} has no UART in amaranth-boards; the host link needs one "
-                         f"(boards with one: see 'npuforge boards')")
+            raise reject(self, NoUart(f"board {spec.name} has no UART in amaranth-boards; the host "
+                                      f"link needs one (boards with one: see 'npuforge boards')"))
         if baud > spec.uart_max_baud:
-            raise ValueError(f"baud must be at most {spec.uart_max_baud} on {spec.name}, not {baud}")
-        self.divisor = divisor_for(spec.clock_hz, baud)
+            raise reject(self, ValueError(f"baud must be at most {spec.uart_max_baud} on {spec.name}, "
+                                          f"not {baud}"))
+        try:
+            self.divisor = divisor_for(spec.clock_hz, baud)
+        except ValueError as exc:
+            raise reject(self, exc) from None
         self.config = config
         self.board = spec
         self.baud = baud
         self.content_hash = content_hash or config_hash(config)
         self.pll = None
         if array_clock_hz is not None:
-            self.pll = pll_parameters(spec.clock_hz, array_clock_hz)
+            try:
+                self.pll = pll_parameters(spec.clock_hz, array_clock_hz)
+            except ValueError as exc:
+                raise reject(self, exc) from None
         self.array_clock_hz = None if self.pll is None else self.pll["f_out"]
 
     def elaborate(self, platform):
@@ -120,8 +178,12 @@ class BoardTop(Elaboratable):
             self._clocks_from_pll(m, platform)
         m.submodules.shell = shell = MacArrayShell(self.config, info=info, divisor=self.divisor,
                                                    array_domain=array_domain)
-        uart = platform.request("uart", 0)
-        m.d.comb += [shell.rx.eq(uart.rx.i), uart.tx.o.eq(shell.tx)]
+        # Raw ports for every line of the resource (some boards also route RTS/CTS/DTR...).
+        lines = [sub.name for sub in platform.lookup("uart", 0).ios if hasattr(sub, "name")]
+        uart = platform.request("uart", 0, dir={name: "-" for name in lines})
+        m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.d.comb += [shell.rx.eq(rx_buf.i), tx_buf.o.eq(shell.tx)]
         # LED 0 blinks at about 1.5 Hz (the bitstream runs), the others show the shell's status.
         heartbeat = Signal(range(int(self.board.clock_hz) // 3 + 1))
         beat = Signal()
@@ -131,8 +193,9 @@ class BoardTop(Elaboratable):
             m.d.sync += heartbeat.eq(heartbeat - 1)
         status = [beat, shell.leds[0] | shell.leds[1], shell.leds[2]]
         for i in range(min(self.board.leds, len(status))):
-            led = platform.request("led", i)
-            m.d.comb += led.o.eq(status[i])
+            led = platform.request("led", i, dir="-")
+            m.submodules[f"led_buf_{i}"] = buf = io.Buffer("o", led)
+            m.d.comb += buf.o.eq(status[i])
         return m
 
     def _clocks_from_pll(self, m, platform):

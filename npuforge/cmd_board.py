@@ -60,6 +60,12 @@ def register(subparsers):
     build.add_argument("--plan-only", action="store_true",
                        help="write the build plan (RTLIL, scripts, constraints) without running tools")
     build.add_argument("--no-cache", action="store_true", help="rebuild even if an identical build exists")
+    build.add_argument("--fill", action="store_true",
+                       help="the biggest array that fits the board (DSP blocks first, then logic); "
+                            "--rows/--cols/--multiplier are chosen, the other parameters kept")
+    build.add_argument("--array-clock", type=float, default=None, metavar="MHZ",
+                       help="run the array core from the PLL at MHZ in its own clock domain "
+                            "(default: everything on the board clock)")
     add_design_arguments(build, "mac-array")
     build.set_defaults(handler=run_build)
 
@@ -119,21 +125,28 @@ def _board_spec(name):
 def run_build(args):
     from .boards.build import BuildError, build
     from .boards.toolchain import ToolchainError
-    from .boards.top import BoardTop, NoUart, shell_resources
+    from .boards.top import BoardTop, NoUart, fill_config, shell_resources
 
     spec = _board_spec(args.board)
     config = config_from_args(args, "mac-array")
+    if args.fill:
+        try:
+            config = fill_config(spec, config)
+        except ValueError as exc:
+            return _fail(str(exc))
     if args.seed < 0:
         raise ConfigError(f"seed must be an integer >= 0, not {args.seed}")
     try:
-        top = BoardTop(config, spec, baud=args.baud)
+        top = BoardTop(config, spec, baud=args.baud,
+                       array_clock_hz=None if args.array_clock is None else args.array_clock * 1e6)
     except NoUart as exc:
         raise ConfigError(str(exc)) from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     out = Path(args.output or Path("build") / spec.name)
-    print(f"building mac-array {config.rows}x{config.cols} {config.dataflow} for {spec.name} "
-          f"({spec.device}) into {out}")
+    clock = "" if top.array_clock_hz is None else f", array at {top.array_clock_hz / 1e6:g} MHz"
+    print(f"building mac-array {config.rows}x{config.cols} {config.dataflow} {config.multiplier} "
+          f"({config.macs_per_cycle} MACs/cycle{clock}) for {spec.name} ({spec.device}) into {out}")
     try:
         result = build(top, spec, out, seed=args.seed, plan_only=args.plan_only,
                        resources=shell_resources(config), progress=True, cache=not args.no_cache)

@@ -1,0 +1,66 @@
+"""The board top: plan-only shell builds for every board, PLL settings, filling a board."""
+
+import pytest
+
+from npuforge.boards.build import DoesNotFit, build
+from npuforge.boards.registry import all_boards, get_board
+from npuforge.boards.top import BoardTop, NoUart, fill_config, pll_parameters, shell_resources
+from npuforge.generators import MacArrayConfig
+
+SMALL = MacArrayConfig(rows=1, cols=2, max_m=8, max_k=16, max_n=8, requant_radix=1)
+
+
+@pytest.mark.parametrize("spec", all_boards(), ids=lambda s: s.name)
+def test_plan_only_shell_build_every_board(spec, tmp_path):
+    need = shell_resources(SMALL)
+    fits = all(need[k] <= v for k, v in spec.budget.as_dict().items())
+    if spec.uart is None:
+        with pytest.raises(NoUart, match=f"^board {spec.name} has no UART"):
+            BoardTop(SMALL, spec)
+        return
+    top = BoardTop(SMALL, spec)
+    if not fits:
+        with pytest.raises(DoesNotFit, match=r"^design needs \d+ "):
+            build(top, spec, tmp_path, plan_only=True, resources=need)
+        return
+    result = build(top, spec, tmp_path, plan_only=True, resources=need)
+    assert result.plan_only and (tmp_path / "top.il").exists()
+
+
+def test_pll_top_plans_two_clock_domains(tmp_path):
+    top = BoardTop(SMALL, "icebreaker", array_clock_hz=42e6)
+    assert top.array_clock_hz == 42e6
+    build(top, "icebreaker", tmp_path, plan_only=True)
+    text = (tmp_path / "top.il").read_text()
+    assert "SB_PLL40_2_PAD" in text
+    assert "AsyncFIFO" in text or "async" in text.lower()
+
+
+def test_pll_parameters_follow_the_datasheet_equation():
+    for target in (16e6, 30e6, 42e6, 48e6, 100e6):
+        p = pll_parameters(12e6, target)
+        f_pfd = 12e6 / (p["divr"] + 1)
+        f_vco = f_pfd * (p["divf"] + 1)
+        assert 10e6 <= f_pfd <= 133e6 and 533e6 <= f_vco <= 1066e6
+        assert p["f_out"] == f_vco / 2 ** p["divq"]
+        assert abs(p["f_out"] - target) <= 0.01 * target
+    with pytest.raises(ValueError, match=r"^array clock must be in 16\.\.275 MHz"):
+        pll_parameters(12e6, 300e6)
+
+
+def test_fill_config_uses_dsp_blocks_first_and_fits():
+    up5k = fill_config("icebreaker")
+    assert up5k.multiplier in ("dsp", "mixed") and up5k.dsp_count == 8
+    assert up5k.macs_per_cycle >= 16
+    hx8k = fill_config("ice40_hx8k_b_evn")
+    assert hx8k.multiplier == "lut" and hx8k.dsp_count == 0
+    for spec, cfg in ((get_board("icebreaker"), up5k), (get_board("ice40_hx8k_b_evn"), hx8k)):
+        need = shell_resources(cfg)
+        assert all(need[k] <= v for k, v in spec.budget.as_dict().items())
+    with pytest.raises(ValueError, match="^no MAC array fits icestick"):
+        fill_config("icestick")
+
+
+def test_baud_limits():
+    with pytest.raises(ValueError, match="^baud must be at most"):
+        BoardTop(SMALL, "icebreaker", baud=12_000_000)
