@@ -557,7 +557,11 @@ class MacCore(wiring.Component):
         R, C = cfg.rows, cfg.cols
         M, K = self.size_m, self.size_k
         ld = self.load
-        m.d.comb += ld.ready.eq(~busy)
+        # Registered: `busy` gathers the whole pipeline, and the load path (to the memories' write
+        # enables) must not wait for it. Words come only before START, so a cycle's lag is safe.
+        load_ok = Signal()
+        m.d.sync += load_ok.eq(~busy)
+        m.d.comb += ld.ready.eq(load_ok & ~self._go)
         take = ld.valid & ld.ready
         target = ld.payload.target
         value = ld.payload.data
