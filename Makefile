@@ -48,7 +48,7 @@ demo: $(STAMP)
 	$(VENV)/bin/npuforge demo --board $(BOARD) -o $(OUT)/demo $(if $(PORT),--port $(PORT))
 
 bitstream: $(STAMP)
-	$(VENV)/bin/npuforge build --board $(BOARD) --design mac-array -o $(OUT)/build-$(BOARD)
+	$(VENV)/bin/npuforge build --board $(BOARD) --design mac-array --fill -o $(OUT)/build-$(BOARD)
 
 flash: $(STAMP)
 	$(VENV)/bin/npuforge flash --board $(BOARD) $(OUT)/build-$(BOARD)
