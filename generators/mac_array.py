@@ -726,10 +726,11 @@ class MacCore(wiring.Component):
             "n0": unsigned(16), "rows_valid": range(R + 1), "cols_valid": range(C + 1),
         })
         # -- sequencer: for m0 (outer), for n0, for k ------------------------------------------
-        # m_left / n_left count down the rows and columns still to tile: the last tile and its
-        # valid extent come from comparisons with constants, not from subtractions.
+        # m_left / n_left count down the rows and columns still to tile. The "last" conditions
+        # are registers computed a step ahead, so the loop control is one LUT level deep.
         kk = Signal(16)
         m_left, n_left, n0 = Signal(17), Signal(17), Signal(16)
+        k_end, n_end, m_end = Signal(), Signal(), Signal()     # kk, n tile, m tile are the last
         x_base, w_base = Signal(range(cfg.x_words + 1)), Signal(range(cfg.w_words + 1))
         issue = Signal(ctrl_layout)
         x_rd = x_mem.read_port()
@@ -739,27 +740,30 @@ class MacCore(wiring.Component):
             x_rd.addr.eq(x_base + kk), w_rd.addr.eq(w_base + kk),
             issue.valid.eq(running),
             issue.first.eq(kk == 0),
-            issue.last.eq(kk == self._k_last),
+            issue.last.eq(k_end),
             issue.n0.eq(n0),
             issue.rows_valid.eq(Mux(m_left >= R, R, m_left)),
             issue.cols_valid.eq(Mux(n_left >= C, C, n_left)),
         ]
         with m.If(self._go & ~running):
             m.d.sync += [running.eq(1), m_left.eq(M), n_left.eq(N), n0.eq(0), kk.eq(0),
-                         x_base.eq(0), w_base.eq(0)]
+                         x_base.eq(0), w_base.eq(0), k_end.eq(self._k_last == 0),
+                         n_end.eq(N <= C), m_end.eq(M <= R)]
         with m.Elif(running & cen):
-            with m.If(kk == self._k_last):
-                m.d.sync += kk.eq(0)
-                with m.If(n_left <= C):
-                    m.d.sync += [n0.eq(0), n_left.eq(N), w_base.eq(0)]
-                    with m.If(m_left <= R):
+            with m.If(k_end):
+                m.d.sync += [kk.eq(0), k_end.eq(self._k_last == 0)]
+                with m.If(n_end):
+                    m.d.sync += [n0.eq(0), n_left.eq(N), w_base.eq(0), n_end.eq(N <= C)]
+                    with m.If(m_end):
                         m.d.sync += running.eq(0)
                     with m.Else():
-                        m.d.sync += [m_left.eq(m_left - R), x_base.eq(x_base + K)]
+                        m.d.sync += [m_left.eq(m_left - R), x_base.eq(x_base + K),
+                                     m_end.eq(m_left <= 2 * R)]
                 with m.Else():
-                    m.d.sync += [n0.eq(n0 + C), n_left.eq(n_left - C), w_base.eq(w_base + K)]
+                    m.d.sync += [n0.eq(n0 + C), n_left.eq(n_left - C), w_base.eq(w_base + K),
+                                 n_end.eq(n_left <= 2 * C)]
             with m.Else():
-                m.d.sync += kk.eq(kk + 1)
+                m.d.sync += [kk.eq(kk + 1), k_end.eq(kk + 1 == self._k_last)]
 
         # -- pipeline: s1 memory data, s2 operand registers, s(2+L) products, then capture -------
         L = cfg.mul_latency
