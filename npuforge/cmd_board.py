@@ -1,7 +1,7 @@
 """Board commands: ``npuforge boards``, ``build``, ``flash`` and ``run``.
 
 * ``npuforge boards`` lists every iCE40 board with its budget, clock, UART and programmer.
-* ``npuforge build --board NAME --design mac-array [parameters] [-o DIR] [--seed N]`` builds the
+* ``npuforge build --board NAME --design mac-array|snn-core [parameters] [-o DIR] [--seed N]`` builds the
   design inside the board shell with Yosys, nextpnr-ice40 and icepack (YoWASP by default) and
   writes ``top.bin``, the logs, ``report.json`` and ``report.md``.
 * ``npuforge flash --board NAME [DIR]`` programs ``DIR/top.bin`` with the board's programmer.
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cmd_snn
 from .config import (
     ConfigError,
     add_design_arguments,
@@ -51,8 +52,9 @@ def register(subparsers):
                     " 2 bad input.")
     build.add_argument("--board", default=DEFAULT_BOARD, help=f"board name (default: {DEFAULT_BOARD}; "
                                                               "see 'npuforge boards')")
-    build.add_argument("--design", default="mac-array", choices=["mac-array"],
-                       help="design to build (default: mac-array)")
+    build.add_argument("--design", default="mac-array", choices=["mac-array", "snn-core"],
+                       help="design to build (default: mac-array); its parameters are the flags of "
+                            "its group below")
     build.add_argument("-o", "--output", metavar="DIR", default=None,
                        help="build directory (default: build/<board>)")
     build.add_argument("--seed", type=int, default=1, help="nextpnr placement seed (default: 1)")
@@ -67,6 +69,7 @@ def register(subparsers):
                        help="run the array core from the PLL at MHZ in its own clock domain "
                             "(default: everything on the board clock)")
     add_design_arguments(build, "mac-array")
+    add_design_arguments(build, "snn-core", config_file=False)
     build.set_defaults(handler=run_build)
 
     flash = subparsers.add_parser("flash", help="program a built bitstream into a board",
@@ -92,8 +95,13 @@ def register(subparsers):
     run.add_argument("--baud", type=int, default=115200, help="UART baud rate (default: 115200)")
     run.add_argument("--backend", choices=["amaranth", "verilator"], default="amaranth",
                      help="simulator of --virtual (default: amaranth)")
+    run.add_argument("--design", default="mac-array", choices=["mac-array", "snn-core"],
+                     help="design of --virtual (default: mac-array); snn-core runs a random spiking "
+                          "network (--timesteps, --rate, --seed) and checks it")
     add_design_arguments(run, "mac-array")
     add_workload_arguments(run, what="the GEMM run on the board")
+    add_design_arguments(run, "snn-core", config_file=False)
+    cmd_snn.add_snn_workload_arguments(run, seed=False)
     run.set_defaults(handler=run_run)
 
 
@@ -123,6 +131,9 @@ def _board_spec(name):
 
 
 def run_build(args):
+    if args.design == "snn-core":
+        return cmd_snn.run_board_build(args)
+    cmd_snn.check_design_flags(args, "mac-array")
     from .boards.build import BuildError, build
     from .boards.toolchain import ToolchainError
     from .boards.top import BoardTop, NoUart, fill_config, shell_resources
@@ -175,6 +186,9 @@ def run_flash(args):
 
 
 def run_run(args):
+    if args.design == "snn-core":
+        return cmd_snn.run_board_run(args)
+    cmd_snn.check_design_flags(args, "mac-array")
     from .boards.host import BoardTimeout, DeviceError, SerialBoard, VirtualBoard
     from .sim.golden import mac_array_reference
     from .sim.testbench import random_operands

@@ -39,8 +39,15 @@ def run_demo(args):
         raise ConfigError(f"demo must be one of {', '.join(DEMOS)}, not {args.name!r}")
     if args.limit is not None and args.limit < 1:
         raise ConfigError(f"limit must be a positive integer, not {args.limit}")
-    result = run_digits_mlp(args.output, board_name=args.board, port=args.port, backend=args.backend,
-                            limit=args.limit, build=not args.no_build)
+    if args.name == "digits-snn":
+        if args.port is not None:
+            raise ConfigError("--port is not supported by the digits-snn demo yet (virtual board only)")
+        from . import demo_snn
+        result = demo_snn.run(args.output, limit=args.limit, backend=args.backend,
+                              build=not args.no_build, board_name=args.board)
+    else:
+        result = run_digits_mlp(args.output, board_name=args.board, port=args.port,
+                                backend=args.backend, limit=args.limit, build=not args.no_build)
     print()
     print(result.table())
     report = getattr(result, "build_report", None)

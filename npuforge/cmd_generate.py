@@ -14,6 +14,7 @@ from pathlib import Path
 
 from amaranth.back.verilog import YosysError
 
+from . import cmd_snn
 from .config import ConfigError, add_design_arguments, add_workload_arguments, config_from_args
 from .config import workload_from_args as _workload_from_args
 from .manifest import build_manifest, write_manifest
@@ -64,6 +65,7 @@ def register(subparsers):
                           "handshakes")
     add_workload_arguments(mac, what="the testbench's GEMM (only with --testbench)")
     mac.set_defaults(handler=run_mac_array)
+    cmd_snn.register_generate(designs)
 
 
 def run_mac_array(args):

@@ -14,6 +14,7 @@ import sys
 
 import numpy as np
 
+from . import cmd_snn
 from .config import add_design_arguments, add_workload_arguments, config_from_args, workload_from_args
 
 __all__ = ["register", "run_mac_array"]
@@ -44,6 +45,7 @@ def register(subparsers):
     out.add_argument("--vcd", metavar="FILE", default=None,
                      help="write a waveform of the run to FILE (VCD; slows the simulation down)")
     mac.set_defaults(handler=run_mac_array)
+    cmd_snn.register_sim(designs)
 
 
 def run_mac_array(args):

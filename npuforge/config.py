@@ -26,6 +26,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 from .generators.mac_array import DATAFLOWS, LIMITS, MULTIPLIERS, MacArrayConfig
+from .snn_config import SNN_CHOICES, SNN_HELP, SNN_LIMITS, SnnCoreParameters
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -124,6 +125,15 @@ DESIGNS = {
         auto={"acc_bits": "derived from max_k and the operand types",
               "dsp_blocks": "as many as the multiplier allocation needs"},
         ranges={"acc_bits": "in_bits+w_bits"},
+    ),
+    # The spiking core's nested config, flattened: neuron parameters sit beside the core's.
+    "snn-core": DesignParameters(
+        name="snn-core",
+        config_cls=SnnCoreParameters,
+        help=SNN_HELP,
+        limits=SNN_LIMITS,
+        choices=SNN_CHOICES,
+        auto={"recurrent_depth": "as many as there are neurons"},
     ),
 }
 

@@ -27,6 +27,7 @@ __all__ = ["DEMOS", "DemoResult", "demo_config", "run_digits_mlp", "run_network"
 #: Available demos: name -> one-line description.
 DEMOS = {
     "digits-mlp": "64-32-10 int8 MLP on the 8x8 digits, on the MAC array over the UART protocol",
+    "digits-snn": "the same MLP converted to a rate-coded spiking network, on the spiking core",
 }
 
 

@@ -35,4 +35,4 @@ def test_cli_demo_list(capsys):
 def test_cli_demo_rejects_unknown_name(capsys):
     from npuforge.cli import main
     assert main(["demo", "nope"]) == 2
-    assert "demo must be one of digits-mlp, not 'nope'" in capsys.readouterr().err
+    assert "demo must be one of digits-mlp, digits-snn, not 'nope'" in capsys.readouterr().err
