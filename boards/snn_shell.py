@@ -27,7 +27,7 @@ import json
 import struct
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
-from amaranth.lib import io, wiring
+from amaranth.lib import wiring
 from amaranth.lib.fifo import SyncFIFOBuffered
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -46,9 +46,8 @@ from ..hdl.lif import (
     LifParams,
     const_multiply,
 )
-from ..hdl.uart import UARTRx, UARTTx, divisor_for
+from ..hdl.uart import UARTRx, UARTTx
 from .protocol import ErrorCode, Op
-from .registry import BoardSpec, get_board
 from .shell import DESIGN_SNN_CORE, INFO_MAGIC, PROTOCOL_VERSION, REPLY
 
 __all__ = [
@@ -624,24 +623,11 @@ class SnnBoardTop(Elaboratable):
 
     def __init__(self, config, board, *, baud=115200, content_hash=None,
                  fifo_depth=DEFAULT_FIFO_DEPTH, chunk=DEFAULT_CHUNK, max_payload=512):
-        from .top import NoUart
+        from .top import board_link
 
         if not isinstance(config, SnnCoreConfig):
             raise reject(self, TypeError(f"config must be a SnnCoreConfig, not {config!r}"))
-        try:
-            spec = board if isinstance(board, BoardSpec) else get_board(board)
-        except ValueError as exc:
-            raise reject(self, exc) from None
-        if spec.uart is None:
-            raise reject(self, NoUart(f"board {spec.name} has no UART in amaranth-boards; the host "
-                                      f"link needs one (boards with one: see 'npuforge boards')"))
-        if baud > spec.uart_max_baud:
-            raise reject(self, ValueError(f"baud must be at most {spec.uart_max_baud} on {spec.name}, "
-                                          f"not {baud}"))
-        try:
-            self.divisor = divisor_for(spec.clock_hz, baud)
-        except ValueError as exc:
-            raise reject(self, exc) from None
+        spec, self.divisor = board_link(self, board, baud)
         self.config = config
         self.board = spec
         self.baud = baud
@@ -658,19 +644,6 @@ class SnnBoardTop(Elaboratable):
         m.submodules.shell = shell = SnnShell(self.config, info=info, divisor=self.divisor,
                                               max_payload=self.max_payload,
                                               fifo_depth=self.fifo_depth, chunk=self.chunk)
-        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-"})
-        m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
-        m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
-        m.d.comb += [shell.rx.eq(rx_buf.i), tx_buf.o.eq(shell.tx)]
-        heartbeat = Signal(range(int(self.board.clock_hz) // 3 + 1))
-        beat = Signal()
-        with m.If(heartbeat == 0):
-            m.d.sync += [heartbeat.eq(int(self.board.clock_hz) // 3), beat.eq(~beat)]
-        with m.Else():
-            m.d.sync += heartbeat.eq(heartbeat - 1)
-        status = [beat, shell.leds[0] | shell.leds[1], shell.leds[2]]
-        for i in range(min(self.board.leds, len(status))):
-            led = platform.request("led", i, dir="-")
-            m.submodules[f"led_buf_{i}"] = buf = io.Buffer("o", led)
-            m.d.comb += buf.o.eq(status[i])
+        from .top import connect_pins
+        connect_pins(m, platform, shell, self.board)
         return m

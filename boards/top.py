@@ -10,7 +10,8 @@ from ..hdl.uart import divisor_for
 from .registry import BoardSpec, get_board
 from .shell import MacArrayShell, config_hash, info_payload
 
-__all__ = ["SHELL_RESOURCES", "BoardTop", "NoUart", "fill_config", "pll_parameters", "shell_resources"]
+__all__ = ["SHELL_RESOURCES", "BoardTop", "NoUart", "board_link", "connect_pins", "fill_config",
+           "pll_parameters", "shell_resources"]
 
 #: What the shell around a design costs (UART, frame receiver and transmitter, dispatcher,
 #: heartbeat), measured on the UP5K (about 1300 LUT4s) and rounded up; added to a generator's
@@ -20,6 +21,53 @@ SHELL_RESOURCES = {"logic_cells": 1400, "bram": 1, "spram": 0, "dsp": 0}
 
 class NoUart(ValueError):
     """The board has no UART for the host link."""
+
+
+def board_link(component, board, baud):
+    """Check that ``board`` can carry the host link at ``baud``; return ``(spec, divisor)``.
+
+    Errors are raised for ``component`` (an elaboratable being constructed, silenced so that a
+    refused top does not warn about never being used).
+    """
+    try:
+        spec = board if isinstance(board, BoardSpec) else get_board(board)
+    except ValueError as exc:
+        raise reject(component, exc) from None
+    if spec.uart is None:
+        raise reject(component, NoUart(f"board {spec.name} has no UART in amaranth-boards; the host "
+                                       f"link needs one (boards with one: see 'npuforge boards')"))
+    if baud > spec.uart_max_baud:
+        raise reject(component, ValueError(f"baud must be at most {spec.uart_max_baud} on "
+                                           f"{spec.name}, not {baud}"))
+    try:
+        return spec, divisor_for(spec.clock_hz, baud)
+    except ValueError as exc:
+        raise reject(component, exc) from None
+
+
+def connect_pins(m, platform, shell, spec):
+    """Wire a shell's ``rx``/``tx`` to the board's UART and its ``leds`` to the board's LEDs.
+
+    LED 0 blinks at about 1.5 Hz (the bitstream runs), LED 1 shows a command or a computation,
+    LED 2 an error frame.
+    """
+    # Raw ports for every line of the resource (some boards also route RTS/CTS/DTR...).
+    lines = [sub.name for sub in platform.lookup("uart", 0).ios if hasattr(sub, "name")]
+    uart = platform.request("uart", 0, dir={name: "-" for name in lines})
+    m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
+    m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
+    m.d.comb += [shell.rx.eq(rx_buf.i), tx_buf.o.eq(shell.tx)]
+    heartbeat = Signal(range(int(spec.clock_hz) // 3 + 1))
+    beat = Signal()
+    with m.If(heartbeat == 0):
+        m.d.sync += [heartbeat.eq(int(spec.clock_hz) // 3), beat.eq(~beat)]
+    with m.Else():
+        m.d.sync += heartbeat.eq(heartbeat - 1)
+    status = [beat, shell.leds[0] | shell.leds[1], shell.leds[2]]
+    for i in range(min(spec.leds, len(status))):
+        led = platform.request("led", i, dir="-")
+        m.submodules[f"led_buf_{i}"] = buf = io.Buffer("o", led)
+        m.d.comb += buf.o.eq(status[i])
 
 
 def shell_resources(config):
@@ -143,20 +191,7 @@ class BoardTop(Elaboratable):
     def __init__(self, config, board, *, baud=115200, content_hash=None, array_clock_hz=None):
         if not isinstance(config, MacArrayConfig):
             raise reject(self, TypeError(f"config must be a MacArrayConfig, not {config!r}"))
-        try:
-            spec = board if isinstance(board, BoardSpec) else get_board(board)
-        except ValueError as exc:
-            raise reject(self, exc) from None
-        if spec.uart is None:
-            raise reject(self, NoUart(f"board {spec.name} has no UART in amaranth-boards; the host "
-                                      f"link needs one (boards with one: see 'npuforge boards')"))
-        if baud > spec.uart_max_baud:
-            raise reject(self, ValueError(f"baud must be at most {spec.uart_max_baud} on {spec.name}, "
-                                          f"not {baud}"))
-        try:
-            self.divisor = divisor_for(spec.clock_hz, baud)
-        except ValueError as exc:
-            raise reject(self, exc) from None
+        spec, self.divisor = board_link(self, board, baud)
         self.config = config
         self.board = spec
         self.baud = baud
@@ -178,24 +213,7 @@ class BoardTop(Elaboratable):
             self._clocks_from_pll(m, platform)
         m.submodules.shell = shell = MacArrayShell(self.config, info=info, divisor=self.divisor,
                                                    array_domain=array_domain)
-        # Raw ports for every line of the resource (some boards also route RTS/CTS/DTR...).
-        lines = [sub.name for sub in platform.lookup("uart", 0).ios if hasattr(sub, "name")]
-        uart = platform.request("uart", 0, dir={name: "-" for name in lines})
-        m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
-        m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
-        m.d.comb += [shell.rx.eq(rx_buf.i), tx_buf.o.eq(shell.tx)]
-        # LED 0 blinks at about 1.5 Hz (the bitstream runs), the others show the shell's status.
-        heartbeat = Signal(range(int(self.board.clock_hz) // 3 + 1))
-        beat = Signal()
-        with m.If(heartbeat == 0):
-            m.d.sync += [heartbeat.eq(int(self.board.clock_hz) // 3), beat.eq(~beat)]
-        with m.Else():
-            m.d.sync += heartbeat.eq(heartbeat - 1)
-        status = [beat, shell.leds[0] | shell.leds[1], shell.leds[2]]
-        for i in range(min(self.board.leds, len(status))):
-            led = platform.request("led", i, dir="-")
-            m.submodules[f"led_buf_{i}"] = buf = io.Buffer("o", led)
-            m.d.comb += buf.o.eq(status[i])
+        connect_pins(m, platform, shell, self.board)
         return m
 
     def _clocks_from_pll(self, m, platform):
