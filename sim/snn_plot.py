@@ -111,12 +111,17 @@ def plot_raster(result, path, *, membrane=None, input_spikes=None, threshold=Non
                     label=f"n{nid}")
         if threshold is not None:
             ax.axhline(threshold, color="tab:red", linestyle="--", linewidth=0.8, label="threshold")
+            # Keep the threshold line in view even when no membrane reaches it.
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(min(lo, threshold), max(hi, threshold * 1.05 if threshold > 0 else hi))
         ax.set_ylabel("membrane")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
 
     ax = list(axes.values())[-1]
     ax.set_xlabel("timestep")
     ax.set_xlim(-0.5, t_steps - 0.5)
+    from matplotlib.ticker import MaxNLocator
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))     # timesteps are whole numbers
     if title:
         fig.suptitle(title)
     fig.tight_layout()
