@@ -517,8 +517,9 @@ class MacCore(wiring.Component):
         # Sizes arrive long before a run; registered `size - 1` keeps subtractions off the
         # counters' compare paths.
         self._k_last, self._m_last, self._n_last = Signal(16), Signal(16), Signal(16)
+        self._k_before_last = Signal(17)
         m.d.sync += [self._k_last.eq(self.size_k - 1), self._m_last.eq(self.size_m - 1),
-                     self._n_last.eq(self.size_n - 1)]
+                     self._n_last.eq(self.size_n - 1), self._k_before_last.eq(self.size_k - 2)]
         # `start`, or a START word on `load` (which is only taken while idle), registered: the
         # load stream may come straight from a clock-domain FIFO.
         self._go = go = Signal()
@@ -763,7 +764,7 @@ class MacCore(wiring.Component):
                     m.d.sync += [n0.eq(n0 + C), n_left.eq(n_left - C), w_base.eq(w_base + K),
                                  n_end.eq(n_left <= 2 * C)]
             with m.Else():
-                m.d.sync += [kk.eq(kk + 1), k_end.eq(kk + 1 == self._k_last)]
+                m.d.sync += [kk.eq(kk + 1), k_end.eq(kk == self._k_before_last)]
 
         # -- pipeline: s1 memory data, s2 operand registers, s(2+L) products, then capture -------
         L = cfg.mul_latency
