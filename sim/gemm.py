@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from ..generators.mac_array import LoadLayout, LoadTarget, MacArray, MacArrayConfig
 from .golden import RequantParams
 
-__all__ = ["GemmResult", "check_operands", "load_words", "simulate_gemm"]
+__all__ = ["GemmResult", "check_operands", "gemm_bench", "load_words", "simulate_gemm"]
 
 CLOCK_PERIOD = 1e-6
 
@@ -118,6 +118,61 @@ def pack_load_words(words):
     return [int(target.value) | ((int(value) & 0xFFFF_FFFF) << shift) for target, value in words]
 
 
+def gemm_bench(dut, config, x, w, bias, requant, *, backpressure=0.0, rng=None):
+    """An async testbench that runs one GEMM on ``dut`` (anything with :class:`MacArray`'s ports).
+
+    Returns
+    -------
+    (bench, results, stats)
+        ``bench`` for :meth:`Simulator.add_testbench`; after the run ``results`` holds the ``y``
+        words in output order and ``stats`` the ``load_cycles`` and ``cycles``.
+    """
+    m_, k_ = x.shape
+    n_ = w.shape[1]
+    words = load_words(config, x, w, bias, requant)
+    packed = pack_load_words(words)
+    rng = rng if rng is not None else np.random.default_rng(0)
+    results = []
+    stats = {}
+
+    async def bench(ctx):
+        ctx.set(dut.size_m, m_)
+        ctx.set(dut.size_k, k_)
+        ctx.set(dut.size_n, n_)
+        ctx.set(dut.raw, requant is None)
+        if requant is not None:
+            ctx.set(dut.zero_point, requant.zero_point)
+            ctx.set(dut.out_min, requant.out_min)
+            ctx.set(dut.out_max, requant.out_max)
+        ctx.set(dut.clear, 1)
+        await ctx.tick()
+        ctx.set(dut.clear, 0)
+        # Words are packed to the payload's bit layout up front: converting a dict per word costs
+        # more than simulating the cycle.
+        payload = dut.load.payload.as_value()
+        ctx.set(dut.load.valid, 1)
+        for word in packed:
+            ctx.set(payload, word)
+            await ctx.tick().until(dut.load.ready)
+        ctx.set(dut.load.valid, 0)
+        stats["load_cycles"] = len(words) + 1
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        total = m_ * n_
+        ctx.set(dut.y.ready, 1)
+        while len(results) < total:
+            ready = 1 if not backpressure else int(rng.random() >= backpressure)
+            ctx.set(dut.y.ready, ready)
+            *_, value, valid = await ctx.tick().sample(dut.y.payload, dut.y.valid)
+            if valid and ready:
+                results.append(value)
+        await ctx.tick().until(~dut.busy)
+        stats["cycles"] = ctx.get(dut.cycles)
+
+    return bench, results, stats
+
+
 def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="amaranth",
                   backpressure=0.0, seed=0):
     """Compute ``requant(x @ w + bias)`` on a simulated MAC array.
@@ -163,46 +218,9 @@ def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="a
     m_, k_ = x.shape
     n_ = w.shape[1]
     dut = MacArray(config)
-    words = load_words(config, x, w, bias, requant)
-    packed = pack_load_words(words)
     out_rows, out_cols = config.output_order(m_, n_)
-    results = []
-    stats = {}
-
-    async def bench(ctx):
-        ctx.set(dut.size_m, m_)
-        ctx.set(dut.size_k, k_)
-        ctx.set(dut.size_n, n_)
-        ctx.set(dut.raw, requant is None)
-        if requant is not None:
-            ctx.set(dut.zero_point, requant.zero_point)
-            ctx.set(dut.out_min, requant.out_min)
-            ctx.set(dut.out_max, requant.out_max)
-        ctx.set(dut.clear, 1)
-        await ctx.tick()
-        ctx.set(dut.clear, 0)
-        # Words are packed to the payload's bit layout up front: converting a dict per word costs
-        # more than simulating the cycle.
-        payload = dut.load.payload.as_value()
-        ctx.set(dut.load.valid, 1)
-        for word in packed:
-            ctx.set(payload, word)
-            await ctx.tick().until(dut.load.ready)
-        ctx.set(dut.load.valid, 0)
-        stats["load_cycles"] = len(words) + 1
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        total = m_ * n_
-        ctx.set(dut.y.ready, 1)
-        while len(results) < total:
-            ready = 1 if not backpressure else int(rng.random() >= backpressure)
-            ctx.set(dut.y.ready, ready)
-            *_, payload, valid = await ctx.tick().sample(dut.y.payload, dut.y.valid)
-            if valid and ready:
-                results.append(payload)
-        await ctx.tick().until(~dut.busy)
-        stats["cycles"] = ctx.get(dut.cycles)
+    bench, results, stats = gemm_bench(dut, config, x, w, bias, requant, backpressure=backpressure,
+                                       rng=rng)
 
     sim = Simulator(dut)
     sim.add_clock(CLOCK_PERIOD)

@@ -6,7 +6,7 @@ from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.sim import Simulator
 
 from npuforge.generators.mac_array import MacArrayConfig, SplitMacArray
-from npuforge.sim.gemm import load_words, pack_load_words
+from npuforge.sim.gemm import gemm_bench
 from npuforge.sim.golden import RequantParams, mac_array_reference
 
 
@@ -23,43 +23,13 @@ class _TwoDomains(Elaboratable):
 
 def _run(config, x, w, bias, requant, array_period):
     dut = SplitMacArray(config, "array")
-    words = pack_load_words(load_words(config, x, w, bias, requant))
-    m_, n_ = x.shape[0], w.shape[1]
-    results = []
-
-    async def bench(ctx):
-        ctx.set(dut.size_m, m_)
-        ctx.set(dut.size_k, x.shape[1])
-        ctx.set(dut.size_n, n_)
-        ctx.set(dut.raw, requant is None)
-        if requant is not None:
-            ctx.set(dut.zero_point, requant.zero_point)
-            ctx.set(dut.out_min, requant.out_min)
-            ctx.set(dut.out_max, requant.out_max)
-        ctx.set(dut.clear, 1)
-        await ctx.tick()
-        ctx.set(dut.clear, 0)
-        payload = dut.load.payload.as_value()
-        ctx.set(dut.load.valid, 1)
-        for word in words:
-            ctx.set(payload, word)
-            await ctx.tick().until(dut.load.ready)
-        ctx.set(dut.load.valid, 0)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
-        ctx.set(dut.y.ready, 1)
-        while len(results) < m_ * n_:
-            *_, value, valid = await ctx.tick().sample(dut.y.payload, dut.y.valid)
-            if valid:
-                results.append(value)
-        await ctx.tick().until(~dut.busy)
-
+    bench, results, _ = gemm_bench(dut, config, x, w, bias, requant)
     sim = Simulator(_TwoDomains(dut))
     sim.add_clock(1e-6)
     sim.add_clock(array_period * 1e-6, domain="array")
     sim.add_testbench(bench)
     sim.run()
+    m_, n_ = x.shape[0], w.shape[1]
     y = np.zeros((m_, n_), dtype=np.int64)
     rows, cols = config.output_order(m_, n_)
     y[rows, cols] = results
