@@ -16,6 +16,9 @@ ratio of MACs/cycle to the DSP bound (8 SB_MAC16 in dual 8x8 mode: 16 int8 MACs 
 the logic cells left. The JSON adds, per clock, the critical path from nextpnr's timing report
 (``top.tim``): start and end cell, logic levels, logic and routing delay, and the source lines.
 
+Designs with hand-instantiated ``SB_MAC16`` blocks are synthesized without ``-dsp`` (see
+:func:`synth_options`), and their netlist is checked for intact DSP cells (:func:`check_dsp_cells`).
+
 Builds are cached by content in the build directory: running again only rebuilds what changed.
 Writes ``qor.json`` and ``qor.md`` into ``--out``; with ``--only``, the rows of designs not
 selected are kept from an earlier ``qor.json``.
@@ -40,6 +43,7 @@ from typing import Dict, List, Optional
 
 from npuforge.boards.build import BuildError, DoesNotFit, build, check_fit
 from npuforge.boards.registry import get_board
+from npuforge.boards.report import parse_errors
 from npuforge.boards.toolchain import ToolchainError
 from npuforge.boards.top import BoardTop, pll_parameters, shell_resources
 from npuforge.generators.mac_array import MacArrayConfig
@@ -99,6 +103,8 @@ DESIGNS = (
     Design("up5k-2x2-lut", UP5K, _cfg(2, 2), quick=True),
     Design("up5k-4x4-dsp", UP5K, _cfg(4, 4, "dsp"), quick=True),
     Design("up5k-4x4-dsp-pll42", UP5K, _cfg(4, 4, "dsp"), PLL_HZ),
+    # The clock the 42 MHz build does reach, to show a PLL design that passes.
+    Design("up5k-4x4-dsp-pll33", UP5K, _cfg(4, 4, "dsp"), 33e6),
     Design("up5k-4x6-mixed", UP5K, _mixed(4, 6)),
     Design("up5k-4x5-mixed", UP5K, _mixed(4, 5), precheck=False),
     Design("up5k-3x6-mixed", UP5K, _mixed(3, 6), precheck=False),
@@ -106,6 +112,7 @@ DESIGNS = (
     Design("hx8k-3x3-lut", HX8K, _cfg(3, 3), quick=True),
     Design("hx8k-4x4-lut-l2", HX8K, _cfg(4, 4, mul_latency=2), precheck=False),
     Design("hx8k-4x4-lut-l2-pll42", HX8K, _cfg(4, 4, mul_latency=2), PLL_HZ, precheck=False),
+    Design("hx8k-4x5-lut-l2", HX8K, _cfg(4, 5, mul_latency=2), precheck=False),
     Design("hx8k-4x6-lut-l2", HX8K, _cfg(4, 6, mul_latency=2)),
 )
 
@@ -352,6 +359,13 @@ def run_design(design: Design, build_root: Path, precheck: bool = True) -> dict:
     except (BuildError, ToolchainError) as exc:
         row.update(status="ERROR", reason=str(exc), build_seconds=time.monotonic() - start)
         _add_partial_report(row, out_dir)
+        # The exception quotes nextpnr's last error line ("Packing design failed."); the first
+        # one says why.
+        tim = out_dir / "top.tim"
+        if "nextpnr" in row["reason"] and tim.is_file():
+            errors = parse_errors(tim.read_text(encoding="utf-8", errors="replace"))
+            if errors and errors[0] not in row["reason"]:
+                row["reason"] += f": {errors[0]}"
         # nextpnr's placer may give up on an over-full device with "Failed to expand region" rather
         # than "no BELs remaining": its utilisation table still says what overflowed.
         over = [(key, use) for key, use in row["resources"].items() if use["used"] > use["available"]]

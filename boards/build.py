@@ -485,6 +485,9 @@ def build(top, board: Union[str, BoardSpec], out_dir: Union[str, os.PathLike], *
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 31:
         raise ValueError(f"seed must be an integer in 0..{2 ** 31 - 1}, not {seed!r}")
     if synth_opts is None:
+        # A top may ask for its own options (see BoardTop.synth_opts).
+        synth_opts = getattr(top, "synth_opts", None)
+    if synth_opts is None:
         synth_opts = default_synth_opts(spec)
     elif not isinstance(synth_opts, str):
         raise TypeError(f"synth_opts must be a string or None, not {synth_opts!r}")

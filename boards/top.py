@@ -11,7 +11,7 @@ from .registry import BoardSpec, get_board
 from .shell import MacArrayShell, config_hash, info_payload
 
 __all__ = ["SHELL_RESOURCES", "BoardTop", "NoUart", "board_link", "connect_pins", "fill_config",
-           "pll_parameters", "shell_resources"]
+           "pll_parameters", "shell_resources", "synth_options"]
 
 #: What the shell around a design costs (UART, frame receiver and transmitter, dispatcher,
 #: heartbeat), measured on the UP5K (about 1300 LUT4s) and rounded up; added to a generator's
@@ -68,6 +68,17 @@ def connect_pins(m, platform, shell, spec):
         led = platform.request("led", i, dir="-")
         m.submodules[f"led_buf_{i}"] = buf = io.Buffer("o", led)
         m.d.comb += buf.o.eq(status[i])
+
+
+def synth_options(config, board):
+    """Yosys ``synth_ice40`` options for a MAC-array design on ``board``.
+
+    Yosys' ``-dsp`` (its ice40_dsp pass) also rewrites hand-instantiated SB_MAC16 blocks, dropping
+    their dual 8x8 mode and registers. Only a design whose multiplies Yosys must map itself
+    (``multiplier="infer"``) asks for it; the others have no ``*`` left to map.
+    """
+    spec = board if isinstance(board, BoardSpec) else get_board(board)
+    return "-dsp" if config.multiplier == "infer" and spec.has_dsp else ""
 
 
 def shell_resources(config):
@@ -196,6 +207,7 @@ class BoardTop(Elaboratable):
         self.board = spec
         self.baud = baud
         self.content_hash = content_hash or config_hash(config)
+        self.synth_opts = synth_options(config, spec)
         self.pll = None
         if array_clock_hz is not None:
             try:
