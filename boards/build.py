@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -326,13 +327,21 @@ def nextpnr_failure(text: str, board: BoardSpec, log_path: Optional[Path] = None
             return DoesNotFit(resource, use.used, use.available, board,
                               detail=f"reported by nextpnr; {where}", log_path=log_path)
     errors = parse_errors(text)
+    # The placer's way of saying the logic does not fit: "Failed to expand region ... of N
+    # ICESTORM_LCs".
+    for error in errors:
+        found = re.search(r"Failed to expand region .* of (\d+) ICESTORM_LCs", error)
+        if found:
+            return DoesNotFit("logic_cells", int(found.group(1)), board.budget.logic_cells, board,
+                              detail=f"reported by nextpnr's placer; {where}", log_path=log_path)
     failing = [clock for clock in parse_fmax(text).values() if not clock.passed]
     if failing and any(error.startswith("Max frequency") for error in errors):
         clocks = "; ".join(f"clock '{c.name}' reaches {c.fmax_mhz:.2f} MHz but needs "
                            f"{c.target_mhz:.2f} MHz" for c in failing)
         return TimingNotMet(f"timing not met on {board.name}: {clocks} ({where})", failing,
                             log_path=log_path)
-    detail = errors[-1] if errors else "no error message"
+    # The first error is the cause; later ones ("Packing design failed.") only follow from it.
+    detail = errors[0] if errors else "no error message"
     return BuildError(f"nextpnr failed on {board.name}: {detail} ({where})", log_path=log_path)
 
 
@@ -344,7 +353,8 @@ def _tool_failure(stage: str, returncode: int, text: str, board: BoardSpec,
         return BuildError(f"{stage} crashed (signal {-returncode}) while building for "
                           f"{board.name}; log: {log_path}", log_path=log_path)
     errors = parse_errors(text)
-    detail = errors[-1] if errors else "no error message"
+    # The first error is the cause; later ones ("Packing design failed.") only follow from it.
+    detail = errors[0] if errors else "no error message"
     return BuildError(f"{stage} failed (exit code {returncode}) while building for {board.name}: "
                       f"{detail}; log: {log_path}", log_path=log_path)
 

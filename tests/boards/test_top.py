@@ -64,3 +64,13 @@ def test_fill_config_uses_dsp_blocks_first_and_fits():
 def test_baud_limits():
     with pytest.raises(ValueError, match="^baud must be at most"):
         BoardTop(SMALL, "icebreaker", baud=12_000_000)
+
+
+def test_placer_overflow_is_reported_as_does_not_fit():
+    from npuforge.boards.build import nextpnr_failure
+    log = ("Info: Packing constants..\n"
+           "ERROR: Failed to expand region (0, 0) |_> (25, 31) of 5449 ICESTORM_LCs\n"
+           "ERROR: Packing design failed.\n")
+    err = nextpnr_failure(log, get_board("icebreaker"))
+    assert isinstance(err, DoesNotFit)
+    assert str(err).startswith("design needs 5449 logic cells but icebreaker (iCE40UP5K) has 5280")
