@@ -96,6 +96,59 @@ def parse_info(payload):
     return info
 
 
+def offer_header(m, ftx, op, length):
+    """Offer a reply header to the frame transmitter (combinational, for one FSM state)."""
+    m.d.comb += [ftx.header.valid.eq(1), ftx.header.payload.op.eq(op),
+                 ftx.header.payload.length.eq(length)]
+
+
+def reply_states(m, *, frx, ftx, op, info_rd, info_len, err_code, err_op, tx_idx, error_led):
+    """The FSM states every shell's dispatcher shares; call inside its ``with m.FSM()``.
+
+    ``INFO_HEADER``/``INFO_BYTES`` send the INFO reply from ``info_rd`` (an asynchronous read
+    port of the INFO bytes), ``ACK`` an empty reply, ``RELEASE`` frees the frame buffer and returns
+    to ``IDLE``; ``REJECT`` frees the buffer of a refused command and reports ``err_code`` for it;
+    ``ERROR_HEADER``/``ERROR_BYTES`` send an ERROR frame ``[err_code, err_op]`` and light
+    ``error_led`` (cleared by the next good reply).
+    """
+    with m.State("INFO_HEADER"):
+        offer_header(m, ftx, op | REPLY, info_len)
+        with m.If(ftx.header.ready):
+            m.next = "INFO_BYTES"
+    with m.State("INFO_BYTES"):
+        m.d.comb += [info_rd.addr.eq(tx_idx), ftx.data.valid.eq(1),
+                     ftx.data.payload.eq(info_rd.data)]
+        with m.If(ftx.data.ready):
+            m.d.sync += tx_idx.eq(tx_idx + 1)
+            with m.If(tx_idx == info_len - 1):
+                m.next = "RELEASE"
+    with m.State("ACK"):
+        offer_header(m, ftx, op | REPLY, 0)
+        with m.If(ftx.header.ready):
+            m.next = "RELEASE"
+    with m.State("RELEASE"):
+        m.d.comb += frx.frame.ready.eq(1)
+        m.d.sync += error_led.eq(0)
+        m.next = "IDLE"
+    with m.State("REJECT"):
+        # A command the dispatcher refuses: free its buffer, then report.
+        m.d.comb += frx.frame.ready.eq(1)
+        m.d.sync += err_op.eq(op)
+        m.next = "ERROR_HEADER"
+    with m.State("ERROR_HEADER"):
+        offer_header(m, ftx, Op.ERROR, 2)
+        with m.If(ftx.header.ready):
+            m.d.sync += [tx_idx.eq(0), error_led.eq(1)]
+            m.next = "ERROR_BYTES"
+    with m.State("ERROR_BYTES"):
+        m.d.comb += [ftx.data.valid.eq(1),
+                     ftx.data.payload.eq(Mux(tx_idx == 0, err_code, err_op))]
+        with m.If(ftx.data.ready):
+            m.d.sync += tx_idx.eq(tx_idx + 1)
+            with m.If(tx_idx == 1):
+                m.next = "IDLE"
+
+
 def operand_bytes(bits):
     """Bytes per operand in WRITE_X / WRITE_W payloads: 1 up to 8 bits, else 2 (little-endian)."""
     return 1 if bits <= 8 else 2
@@ -199,8 +252,7 @@ class MacArrayShell(wiring.Component):
         m.d.comb += frx.rd_addr.eq(byte_idx)
 
         def send_header(op_value, length_value):
-            m.d.comb += [ftx.header.valid.eq(1), ftx.header.payload.op.eq(op_value),
-                         ftx.header.payload.length.eq(length_value)]
+            offer_header(m, ftx, op_value, length_value)
 
         with m.FSM(name="dispatch") as fsm:
             with m.State("IDLE"):
@@ -370,43 +422,8 @@ class MacArrayShell(wiring.Component):
                         m.d.sync += error_led.eq(0)
                         m.next = "IDLE"
 
-            # -- replies ---------------------------------------------------------------------------
-            with m.State("INFO_HEADER"):
-                send_header(op | REPLY, len(info))
-                with m.If(ftx.header.ready):
-                    m.next = "INFO_BYTES"
-            with m.State("INFO_BYTES"):
-                m.d.comb += [info_rd.addr.eq(tx_idx), ftx.data.valid.eq(1),
-                             ftx.data.payload.eq(info_rd.data)]
-                with m.If(ftx.data.ready):
-                    m.d.sync += tx_idx.eq(tx_idx + 1)
-                    with m.If(tx_idx == len(info) - 1):
-                        m.next = "RELEASE"
-            with m.State("ACK"):
-                send_header(op | REPLY, 0)
-                with m.If(ftx.header.ready):
-                    m.next = "RELEASE"
-            with m.State("RELEASE"):
-                m.d.comb += frx.frame.ready.eq(1)
-                m.d.sync += error_led.eq(0)
-                m.next = "IDLE"
-            with m.State("REJECT"):
-                # A command the dispatcher refuses: free its buffer, then report.
-                m.d.comb += frx.frame.ready.eq(1)
-                m.d.sync += err_op.eq(op)
-                m.next = "ERROR_HEADER"
-            with m.State("ERROR_HEADER"):
-                send_header(Op.ERROR, 2)
-                with m.If(ftx.header.ready):
-                    m.d.sync += [tx_idx.eq(0), error_led.eq(1)]
-                    m.next = "ERROR_BYTES"
-            with m.State("ERROR_BYTES"):
-                m.d.comb += [ftx.data.valid.eq(1),
-                             ftx.data.payload.eq(Mux(tx_idx == 0, err_code, err_op))]
-                with m.If(ftx.data.ready):
-                    m.d.sync += tx_idx.eq(tx_idx + 1)
-                    with m.If(tx_idx == 1):
-                        m.next = "IDLE"
+            reply_states(m, frx=frx, ftx=ftx, op=op, info_rd=info_rd, info_len=len(info),
+                         err_code=err_code, err_op=err_op, tx_idx=tx_idx, error_led=error_led)
 
         m.d.comb += self.leds.eq(Cat(~fsm.ongoing("IDLE"), arr.busy, error_led))
         return m

@@ -48,7 +48,7 @@ from ..hdl.lif import (
 )
 from ..hdl.uart import UARTRx, UARTTx
 from .protocol import ErrorCode, Op
-from .shell import DESIGN_SNN_CORE, INFO_MAGIC, PROTOCOL_VERSION, REPLY
+from .shell import DESIGN_SNN_CORE, INFO_MAGIC, PROTOCOL_VERSION, REPLY, offer_header, reply_states
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -318,8 +318,7 @@ class SnnShell(wiring.Component):
         m.d.comb += frx.rd_addr.eq(byte_idx)
 
         def send_header(op_value, length_value):
-            m.d.comb += [ftx.header.valid.eq(1), ftx.header.payload.op.eq(op_value),
-                         ftx.header.payload.length.eq(length_value)]
+            offer_header(m, ftx, op_value, length_value)
 
         def bad_argument():
             m.d.sync += err_code.eq(ErrorCode.BAD_ARGUMENT)
@@ -514,43 +513,8 @@ class SnnShell(wiring.Component):
                         m.d.comb += core.clear_counters.eq(clear_after_read)
                         m.next = "RELEASE"
 
-            # -- replies -------------------------------------------------------------------------
-            with m.State("INFO_HEADER"):
-                send_header(op | REPLY, len(info))
-                with m.If(ftx.header.ready):
-                    m.next = "INFO_BYTES"
-            with m.State("INFO_BYTES"):
-                m.d.comb += [info_rd.addr.eq(tx_idx), ftx.data.valid.eq(1),
-                             ftx.data.payload.eq(info_rd.data)]
-                with m.If(ftx.data.ready):
-                    m.d.sync += tx_idx.eq(tx_idx + 1)
-                    with m.If(tx_idx == len(info) - 1):
-                        m.next = "RELEASE"
-            with m.State("ACK"):
-                send_header(op | REPLY, 0)
-                with m.If(ftx.header.ready):
-                    m.next = "RELEASE"
-            with m.State("RELEASE"):
-                m.d.comb += frx.frame.ready.eq(1)
-                m.d.sync += error_led.eq(0)
-                m.next = "IDLE"
-            with m.State("REJECT"):
-                # A command the dispatcher refuses: free its buffer, then report.
-                m.d.comb += frx.frame.ready.eq(1)
-                m.d.sync += err_op.eq(op)
-                m.next = "ERROR_HEADER"
-            with m.State("ERROR_HEADER"):
-                send_header(Op.ERROR, 2)
-                with m.If(ftx.header.ready):
-                    m.d.sync += [tx_idx.eq(0), error_led.eq(1)]
-                    m.next = "ERROR_BYTES"
-            with m.State("ERROR_BYTES"):
-                m.d.comb += [ftx.data.valid.eq(1),
-                             ftx.data.payload.eq(Mux(tx_idx == 0, err_code, err_op))]
-                with m.If(ftx.data.ready):
-                    m.d.sync += tx_idx.eq(tx_idx + 1)
-                    with m.If(tx_idx == 1):
-                        m.next = "IDLE"
+            reply_states(m, frx=frx, ftx=ftx, op=op, info_rd=info_rd, info_len=len(info),
+                         err_code=err_code, err_op=err_op, tx_idx=tx_idx, error_led=error_led)
 
         m.d.comb += run_phase.eq(Cat(*(fsm.ongoing(name) for name in run_states)).any())
 
