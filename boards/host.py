@@ -364,6 +364,33 @@ class _AmaranthUartTransport:
             self._vcd = None
 
 
+def simulated_transport(make_shell, divisor, *, backend="amaranth", vcd=None, cache_key=None):
+    """A transport to a shell simulated bit by bit on its UART pins.
+
+    Parameters
+    ----------
+    make_shell : callable
+        Returns the shell component (called at most once; not at all when a Verilator model for
+        ``cache_key`` is already built).
+    backend : str
+        ``"amaranth"`` or ``"verilator"``.
+    vcd : path, optional
+        Waveform (Amaranth only).
+    cache_key : hashable
+        Identifies the shell for the Verilator model cache.
+    """
+    if backend not in ("amaranth", "verilator"):
+        raise ValueError(f"backend must be 'amaranth' or 'verilator', not {backend!r}")
+    if backend == "verilator":
+        if vcd is not None:
+            raise ValueError("vcd is not supported with backend='verilator'; use backend='amaranth' "
+                             "for waveforms")
+        from ..sim.verilator import VerilatorUartTransport
+        # A factory: with the model already built, the shell need not be elaborated at all.
+        return VerilatorUartTransport(make_shell, divisor, cache_key=cache_key)
+    return _AmaranthUartTransport(make_shell(), divisor, vcd=vcd)
+
+
 class VirtualBoard(Board):
     """The MAC-array shell in simulation, driven through the same protocol as a real board.
 
@@ -384,11 +411,6 @@ class VirtualBoard(Board):
                  timeout=600.0, max_payload=512):
         if not isinstance(config, MacArrayConfig):
             raise TypeError(f"config must be a MacArrayConfig, not {config!r}")
-        if backend not in ("amaranth", "verilator"):
-            raise ValueError(f"backend must be 'amaranth' or 'verilator', not {backend!r}")
-        if backend == "verilator" and vcd is not None:
-            raise ValueError("vcd is not supported with backend='verilator'; use backend='amaranth' "
-                             "for waveforms")
         if content_hash is None:
             from .shell import config_hash
             content_hash = config_hash(config)
@@ -397,13 +419,8 @@ class VirtualBoard(Board):
         def make_shell():
             return MacArrayShell(config, info=info, divisor=divisor, max_payload=max_payload)
 
-        if backend == "verilator":
-            from ..sim.verilator import VerilatorUartTransport
-            # A factory: with the model already built, the shell need not be elaborated at all.
-            transport = VerilatorUartTransport(make_shell, divisor,
-                                               cache_key=(config, info, divisor, max_payload))
-        else:
-            transport = _AmaranthUartTransport(make_shell(), divisor, vcd=vcd)
+        transport = simulated_transport(make_shell, divisor, backend=backend, vcd=vcd,
+                                        cache_key=(config, info, divisor, max_payload))
         super().__init__(transport, timeout=timeout, max_payload=max_payload)
         self.sim_config = config
 

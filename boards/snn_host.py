@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..generators.snn_core import COUNTER_NAMES, SnnCoreConfig
-from .host import Board, DeviceError, _AmaranthUartTransport, _SerialTransport
+from .host import Board, DeviceError, _SerialTransport, simulated_transport
 from .protocol import FrameError, Op
 from .shell import DESIGN_SNN_CORE, INFO_MAGIC, parse_info
 from .snn_shell import (
@@ -310,11 +310,8 @@ class VirtualSnnBoard(SnnBoard):
                  timeout=600.0, max_payload=512, fifo_depth=DEFAULT_FIFO_DEPTH, chunk=DEFAULT_CHUNK):
         if not isinstance(config, SnnCoreConfig):
             raise TypeError(f"config must be a SnnCoreConfig, not {config!r}")
-        if backend not in ("amaranth", "verilator"):
+        if backend not in ("amaranth", "verilator"):   # before a shell exists to be left unused
             raise ValueError(f"backend must be 'amaranth' or 'verilator', not {backend!r}")
-        if backend == "verilator" and vcd is not None:
-            raise ValueError("vcd is not supported with backend='verilator'; use backend='amaranth' "
-                             "for waveforms")
         if content_hash is None:
             content_hash = snn_config_hash(config)
         info = snn_info_payload(config, content_hash, 0, 0, fifo_depth=fifo_depth, chunk=chunk,
@@ -325,14 +322,12 @@ class VirtualSnnBoard(SnnBoard):
                             fifo_depth=fifo_depth, chunk=chunk)
 
         shell = make_shell()            # checks the parameters at once
+        shells = iter([shell])
         if backend == "verilator":
-            from ..sim.verilator import VerilatorUartTransport
-            shell._MustUse__silence = True
-            transport = VerilatorUartTransport(
-                make_shell, divisor, cache_key=("snn-core", config, info, divisor, max_payload,
-                                                fifo_depth, chunk))
-        else:
-            transport = _AmaranthUartTransport(shell, divisor, vcd=vcd)
+            shell._MustUse__silence = True   # the Verilator back end may not need to elaborate it
+        transport = simulated_transport(
+            lambda: next(shells, None) or make_shell(), divisor, backend=backend, vcd=vcd,
+            cache_key=("snn-core", config, info, divisor, max_payload, fifo_depth, chunk))
         super().__init__(transport, timeout=timeout, max_payload=max_payload)
         self.sim_config = config
         self.backend = backend
