@@ -164,6 +164,14 @@ class BoardSpec:
             return None
         return FTDI_MAX_BAUD if self.uart_ftdi else OTHER_MAX_BAUD
 
+    @property
+    def clock_on_pll_pad(self) -> bool:
+        """Whether the default clock pin is the PLL's input pad (``SB_PLL40_2_PAD``).
+
+        Otherwise a PLL must take the clock from the global network (``SB_PLL40_CORE``).
+        """
+        return self.name in PLL_PAD_CLOCKS
+
 
 def _board(name: str, cls: str, device: str, package: str, clock: str, clock_hz: float,
            uart: Optional[Tuple[str, str]], ftdi: bool, leds: int, programmer: Optional[str],
@@ -174,6 +182,11 @@ def _board(name: str, cls: str, device: str, package: str, clock: str, clock_hz:
         uart=None if uart is None else UartPins(rx=uart[0], tx=uart[1]), uart_ftdi=ftdi,
         leds=leds, programmer=programmer, programmer_env=programmer_env, notes=notes)
 
+
+#: Boards whose default clock pin is a PLL input pad, as nextpnr places a ``SB_PLL40_2_PAD`` on it
+#: (found by ``bench/probe_pll_pads.py``). Boards clocked from SB_HFOSC have no clock pin.
+PLL_PAD_CLOCKS = frozenset({"blackice", "blackice_ii", "ice40_up5k_b_evn", "icebreaker",
+                            "icebreaker_bitsy", "icesugar"})
 
 _HFOSC = "default clock is the internal 48 MHz oscillator (SB_HFOSC)"
 

@@ -217,9 +217,14 @@ class MacArrayShell(wiring.Component):
         length = Signal(16)
         err_code, err_op = Signal(8), Signal(8)
         size_m, size_k, size_n = Signal(16), Signal(16), Signal(16)
-        raw = Signal()
+        flags = Signal(8)
+        raw = flags[0]
         zero_point, out_min, out_max = Signal(signed(16)), Signal(signed(16)), Signal(signed(16))
-        total = Signal(32)              # M * N, results per RUN
+        # SET_SHAPE's payload lands byte by byte in these registers (no staging buffer).
+        shape_regs = Cat(size_m, size_k, size_n, flags, zero_point, out_min, out_max)
+        assert len(shape_regs) == 8 * struct.calcsize(SET_SHAPE_FORMAT)
+        # M * N, results per RUN: only as wide as the largest shape needs.
+        total = Signal(range(cfg.max_m * cfg.max_n + 1))
         shape_ok = Signal()
         m.d.comb += [
             arr.size_m.eq(size_m), arr.size_k.eq(size_k), arr.size_n.eq(size_n),
@@ -232,12 +237,12 @@ class MacArrayShell(wiring.Component):
         word_pos = Signal(3)
         word_size = Signal(3)
         target = Signal(LoadTarget)
-        shape_buf = Signal(8 * struct.calcsize(SET_SHAPE_FORMAT))
-        mul_step = Signal(5)
-        mul_acc = Signal(32)
-        mul_a = Signal(32)
+        n_bits = cfg.max_n.bit_length()  # a checked N has no higher bit set
+        mul_step = Signal(range(max(2, n_bits)))
+        mul_acc = Signal.like(total)
+        mul_a = Signal.like(total)
 
-        remaining = Signal(32)          # RUN: results still to send
+        remaining = Signal.like(total)  # RUN: results still to send
         chunk_left = Signal(16)         # results left in the current DATA frame
         out_word = Signal(32)
         out_pos = Signal(3)
@@ -280,7 +285,7 @@ class MacArrayShell(wiring.Component):
                         m.next = "INFO_HEADER"
                     with m.Case(Op.RESET):
                         m.d.sync += [size_m.eq(0), size_k.eq(0), size_n.eq(0), total.eq(0),
-                                     shape_ok.eq(0), raw.eq(0)]
+                                     shape_ok.eq(0), flags.eq(0)]
                         m.d.comb += arr.clear.eq(1)
                         m.next = "ACK"
                     with m.Case(Op.SET_SHAPE):
@@ -314,18 +319,18 @@ class MacArrayShell(wiring.Component):
             # -- SET_SHAPE: read the payload, check it, M * N by shift-and-add ------------------
             with m.State("SHAPE_READ"):
                 # The buffer answers one cycle after the address: byte_idx runs one ahead.
-                with m.If(byte_idx != 0):
-                    m.d.sync += shape_buf.eq(Cat(shape_buf[8:], frx.rd_data))
+                # A failed check leaves shape_ok low, so RUN refuses whatever landed here.
+                with m.Switch(byte_idx):
+                    for index in range(len(shape_regs) // 8):
+                        with m.Case(index + 1):
+                            m.d.sync += shape_regs[8 * index:8 * index + 8].eq(frx.rd_data)
                 with m.If(byte_idx == length):
                     m.next = "SHAPE_CHECK"
                 with m.Else():
                     m.d.sync += byte_idx.eq(byte_idx + 1)
             with m.State("SHAPE_CHECK"):
-                new_m, new_k, new_n = shape_buf[0:16], shape_buf[16:32], shape_buf[32:48]
-                flags = shape_buf[48:56]
-                new_zp = shape_buf[56:72].as_signed()
-                new_min = shape_buf[72:88].as_signed()
-                new_max = shape_buf[88:104].as_signed()
+                new_m, new_k, new_n = size_m, size_k, size_n
+                new_zp, new_min, new_max = zero_point, out_min, out_max
                 lo, hi = (-128, 127) if cfg.out_signed else (0, 255)
                 bad = ((new_m == 0) | (new_m > cfg.max_m) | (new_k == 0) | (new_k > cfg.max_k) |
                        (new_n == 0) | (new_n > cfg.max_n) | (new_min > new_max) |
@@ -334,9 +339,7 @@ class MacArrayShell(wiring.Component):
                     m.d.sync += [err_code.eq(ErrorCode.BAD_ARGUMENT), shape_ok.eq(0)]
                     m.next = "REJECT"
                 with m.Else():
-                    m.d.sync += [size_m.eq(new_m), size_k.eq(new_k), size_n.eq(new_n), raw.eq(flags[0]),
-                                 zero_point.eq(new_zp), out_min.eq(new_min), out_max.eq(new_max),
-                                 mul_acc.eq(0), mul_a.eq(new_m), mul_step.eq(0), shape_ok.eq(1)]
+                    m.d.sync += [mul_acc.eq(0), mul_a.eq(new_m), mul_step.eq(0), shape_ok.eq(1)]
                     m.d.comb += arr.clear.eq(1)
                     m.next = "SHAPE_MUL"
             with m.State("SHAPE_MUL"):
@@ -344,7 +347,7 @@ class MacArrayShell(wiring.Component):
                 with m.If(size_n.bit_select(mul_step, 1)):
                     m.d.sync += mul_acc.eq(mul_acc + mul_a)
                 m.d.sync += [mul_a.eq(mul_a << 1), mul_step.eq(mul_step + 1)]
-                with m.If(mul_step == 15):
+                with m.If(mul_step == n_bits - 1):
                     m.next = "SHAPE_DONE"
             with m.State("SHAPE_DONE"):
                 m.d.sync += total.eq(mul_acc)

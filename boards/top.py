@@ -236,21 +236,31 @@ class BoardTop(Elaboratable):
         long enough for block RAM to become readable after configuration.
         """
         pll = self.pll
-        clk_pin = platform.request(platform.default_clk, dir="-")
         m.domains.sync = cd_sync = ClockDomain("sync")
         m.domains.array = cd_array = ClockDomain("array")
         lock = Signal()
-        m.submodules.pll = Instance(
-            "SB_PLL40_2_PAD",
+        params = dict(
             p_FEEDBACK_PATH="SIMPLE",
             p_DIVR=pll["divr"], p_DIVF=pll["divf"], p_DIVQ=pll["divq"],
             p_FILTER_RANGE=pll["filter_range"],
-            i_PACKAGEPIN=clk_pin.io,
-            i_RESETB=1, i_BYPASS=0,
-            o_PLLOUTGLOBALA=cd_sync.clk,
-            o_PLLOUTGLOBALB=cd_array.clk,
-            o_LOCK=lock,
+            i_RESETB=1, i_BYPASS=0, o_LOCK=lock,
         )
+        if self.board.clock_on_pll_pad:
+            # The clock pin is the PLL's own input pad: the PLL takes the pad and passes the
+            # reference clock through on port A.
+            clk_pin = platform.request(platform.default_clk, dir="-")
+            m.submodules.pll = Instance(
+                "SB_PLL40_2_PAD", **params, i_PACKAGEPIN=clk_pin.io,
+                o_PLLOUTGLOBALA=cd_sync.clk, o_PLLOUTGLOBALB=cd_array.clk)
+        else:
+            # Any other pin: the board clock enters through its input buffer and global network,
+            # and the PLL core takes it from there.
+            clk_pin = platform.request(platform.default_clk, dir="-")
+            m.submodules.clk_buf = clk_buf = io.Buffer("i", clk_pin)
+            m.d.comb += cd_sync.clk.eq(clk_buf.i)
+            m.submodules.pll = Instance(
+                "SB_PLL40_CORE", **params, i_REFERENCECLK=clk_buf.i,
+                o_PLLOUTGLOBAL=cd_array.clk)
         platform.add_clock_constraint(cd_sync.clk, self.board.clock_hz)
         platform.add_clock_constraint(cd_array.clk, pll["f_out"])
         m.domains.por = ClockDomain("por", reset_less=True)

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -516,8 +516,13 @@ class MacCore(wiring.Component):
         busy = Signal()
         # Sizes arrive long before a run; registered `size - 1` keeps subtractions off the
         # counters' compare paths.
-        self._k_last, self._m_last, self._n_last = Signal(16), Signal(16), Signal(16)
-        self._k_before_last = Signal(17)
+        # Counters are only as wide as the configured maxima need (sizes are checked against
+        # them before a run): narrower compares and carry chains.
+        self._k_last = Signal(self._counter(cfg.max_k))
+        self._m_last = Signal(self._counter(cfg.max_m))
+        self._n_last = Signal(self._counter(cfg.max_n))
+        # One bit wider than `kk`, so that K = 1 (all ones) matches no index.
+        self._k_before_last = Signal(len(self._k_last) + 1)
         m.d.sync += [self._k_last.eq(self.size_k - 1), self._m_last.eq(self.size_m - 1),
                      self._n_last.eq(self.size_n - 1), self._k_before_last.eq(self.size_k - 2)]
         # `start`, or a START word on `load` (which is only taken while idle), registered: the
@@ -551,6 +556,11 @@ class MacCore(wiring.Component):
             m.d.sync += self.cycles.eq(self.cycles + 1)
         return m
 
+    @staticmethod
+    def _counter(limit):
+        """Shape of an index in ``0..limit - 1`` (at least one bit)."""
+        return range(max(2, limit))
+
     # ------------------------------------------------------------------------------------------
     def _elaborate_loader(self, m, x_mem, w_mem, busy):
         """Row-major write counters that place each loaded word in its buffer lane."""
@@ -574,8 +584,8 @@ class MacCore(wiring.Component):
 
         # X: output-stationary keeps M across lanes (lane = m % R, word = (m // R) * K + k);
         # weight-stationary keeps K across lanes (lane = k % R, word = (k // R) * M + m).
-        x_lane, x_base, x_i = Signal(range(R)), Signal(xa), Signal(16)
-        x_k = Signal(16)
+        x_lane, x_base, x_i = Signal(range(R)), Signal(xa), Signal(self._counter(cfg.max_m))
+        x_k = Signal(self._counter(cfg.max_k))
         for lane in range(R):
             m.d.comb += x_wr.data[lane].eq(value)
         if cfg.dataflow == "os":
@@ -604,7 +614,8 @@ class MacCore(wiring.Component):
                         m.d.sync += x_lane.eq(x_lane + 1)
 
         # W: lane = n % C, word = (n // C) * K + k, for both dataflows.
-        w_lane, w_base, w_n, w_k = Signal(range(C)), Signal(wa), Signal(16), Signal(16)
+        w_lane, w_base = Signal(range(C)), Signal(wa)
+        w_n, w_k = Signal(self._counter(cfg.max_n)), Signal(self._counter(cfg.max_k))
         for lane in range(C):
             m.d.comb += w_wr.data[lane].eq(value)
         m.d.comb += [
@@ -724,13 +735,14 @@ class MacCore(wiring.Component):
 
         ctrl_layout = data.StructLayout({
             "valid": 1, "first": 1, "last": 1,
-            "n0": unsigned(16), "rows_valid": range(R + 1), "cols_valid": range(C + 1),
+            "n0": self._counter(cfg.max_n), "rows_valid": range(R + 1), "cols_valid": range(C + 1),
         })
         # -- sequencer: for m0 (outer), for n0, for k ------------------------------------------
         # m_left / n_left count down the rows and columns still to tile. The "last" conditions
         # are registers computed a step ahead, so the loop control is one LUT level deep.
-        kk = Signal(16)
-        m_left, n_left, n0 = Signal(17), Signal(17), Signal(16)
+        kk = Signal(self._counter(cfg.max_k))
+        m_left, n_left = Signal(range(cfg.max_m + 1)), Signal(range(cfg.max_n + 1))
+        n0 = Signal(self._counter(cfg.max_n))
         k_end, n_end, m_end = Signal(), Signal(), Signal()     # kk, n tile, m tile are the last
         x_base, w_base = Signal(range(cfg.x_words + 1)), Signal(range(cfg.w_words + 1))
         issue = Signal(ctrl_layout)
@@ -769,39 +781,46 @@ class MacCore(wiring.Component):
         # -- pipeline: s1 memory data, s2 operand registers, s(2+L) products, then capture -------
         L = cfg.mul_latency
         P = 2 + L + cfg.operand_gating
-        ctrl = self._ctrl_pipeline(m, ctrl_layout, P + 1, cen, issue)
+        ctrl = self._ctrl_pipeline(m, ctrl_layout, P, cen, issue)
         a_reg = [Signal(cfg.in_shape, name=f"a_row{i}") for i in range(R)]
         b_reg = [Signal(cfg.w_shape, name=f"b_col{j}") for j in range(C)]
         with m.If(cen):
             m.d.sync += [a_reg[i].eq(x_rd.data[i]) for i in range(R)]
             m.d.sync += [b_reg[j].eq(w_rd.data[j]) for j in range(C)]
         muls = self._multipliers(m, cen, cfg.in_shape, cfg.w_shape, R, C, "pe")
+        # The last beat of a tile hands `acc + p` to the shadow register and clears the
+        # accumulator with the flip-flop's synchronous reset, so the next tile's first beat adds
+        # to zero without a multiplexer in front of the adder.
         accs = [[Signal(signed(acc_bits), name=f"acc_{i}_{j}") for j in range(C)] for i in range(R)]
+        sums = [[None] * C for _ in range(R)]
+        beat = cen & ctrl[P].valid
         for i in range(R):
             for j in range(C):
                 self._feed(m, cen, muls[i][j], a_reg[i], b_reg[j], f"{i}_{j}")
-                with m.If(cen & ctrl[P].valid):
-                    base = Mux(ctrl[P].first, 0, accs[i][j])
-                    if cfg.operand_gating:
-                        # A gated beat adds nothing: the accumulator holds (or clears on `first`)
-                        # and its adder sees a held product, so neither toggles.
-                        with m.If(muls[i][j].zero):
-                            with m.If(ctrl[P].first):
-                                m.d.sync += accs[i][j].eq(0)
-                        with m.Else():
-                            m.d.sync += accs[i][j].eq(self._accumulate(accs[i][j], muls[i][j].raw_p))
-                        with m.If(~muls[i][j].zero & ctrl[P].first):
-                            m.d.sync += accs[i][j].eq(self._accumulate(0, muls[i][j].raw_p))
-                    else:
-                        m.d.sync += accs[i][j].eq(self._accumulate(base, muls[i][j].p))
+                acc = accs[i][j]
+                total = Signal(signed(acc_bits), name=f"sum_{i}_{j}")
+                sums[i][j] = total
+                if cfg.operand_gating:
+                    # A gated beat adds nothing: the accumulator holds and its adder sees a held
+                    # product, so neither toggles.
+                    zero = muls[i][j].zero
+                    m.d.comb += total.eq(Mux(zero, acc, self._accumulate(acc, muls[i][j].raw_p)))
+                else:
+                    zero = Const(0)
+                    m.d.comb += total.eq(self._accumulate(acc, muls[i][j].p))
+                with m.If(beat):
+                    with m.If(ctrl[P].last):
+                        m.d.sync += acc.eq(0)
+                    with m.Elif(~zero):
+                        m.d.sync += acc.eq(total)
 
         # -- shadow chain: captured tiles drain in row-major order while the next accumulates ----
         shadow = [Signal(signed(acc_bits), name=f"shadow_{idx}") for idx in range(R * C)]
         d_busy = Signal()
         d_i, d_j = Signal(range(R)), Signal(range(C))
-        d_n0 = Signal(16)
+        d_n0 = Signal(self._counter(cfg.max_n))
         d_rows, d_cols = Signal(range(R + 1)), Signal(range(C + 1))
-        capture = ctrl[P + 1].valid & ctrl[P + 1].last
+        capture = ctrl[P].valid & ctrl[P].last
         m.d.comb += cen.eq(~(capture & d_busy))
 
         emit = d_busy & (d_j < d_cols)
@@ -820,9 +839,9 @@ class MacCore(wiring.Component):
             with m.If((d_i == d_rows - 1) & (d_j == d_cols - 1)):
                 m.d.sync += d_busy.eq(0)
         with m.If(capture & ~d_busy):
-            m.d.sync += [shadow[i * C + j].eq(accs[i][j]) for i in range(R) for j in range(C)]
-            m.d.sync += [d_busy.eq(1), d_i.eq(0), d_j.eq(0), d_n0.eq(ctrl[P + 1].n0),
-                         d_rows.eq(ctrl[P + 1].rows_valid), d_cols.eq(ctrl[P + 1].cols_valid)]
+            m.d.sync += [shadow[i * C + j].eq(sums[i][j]) for i in range(R) for j in range(C)]
+            m.d.sync += [d_busy.eq(1), d_i.eq(0), d_j.eq(0), d_n0.eq(ctrl[P].n0),
+                         d_rows.eq(ctrl[P].rows_valid), d_cols.eq(ctrl[P].cols_valid)]
 
         in_flight = Cat(*(c.valid for c in ctrl[1:]))
         return ~in_flight.any() & ~d_busy
@@ -841,13 +860,14 @@ class MacCore(wiring.Component):
             "row": range(R),
             "zero": 1,           # that weight row lies past K: load zeros
             "first": 1, "last": 1, "drain": 1,
-            "m": unsigned(16), "bank": 1,
-            "n0": unsigned(16), "cols_valid": range(C + 1),
+            "m": self._counter(cfg.max_m), "bank": 1,
+            "n0": self._counter(cfg.max_n), "cols_valid": range(C + 1),
         })
         # -- sequencer: for n0 (outer), for k0: load `rows` weight rows, then M compute beats ----
         # k_left / n_left count down what is still to tile (comparisons with constants only).
-        n0, k0, r, mm = Signal(16), Signal(16), Signal(range(R)), Signal(16)
-        k_left, n_left = Signal(17), Signal(17)
+        n0, k0 = Signal(self._counter(cfg.max_n)), Signal(self._counter(cfg.max_k))
+        r, mm = Signal(range(R)), Signal(self._counter(cfg.max_m))
+        k_left, n_left = Signal(range(cfg.max_k + 1)), Signal(range(cfg.max_n + 1))
         wk = Signal(range(cfg.w_words + 1))     # word of weight row k0 + r
         x_base, w_base = Signal(range(cfg.x_words + 1)), Signal(range(cfg.w_words + 1))
         bank = Signal()
@@ -963,10 +983,10 @@ class MacCore(wiring.Component):
         # -- drain: one accumulator row at a time, lane by lane ------------------------------------
         req = cen & ctrl[S].valid & ctrl[S].drain
         pend_valid, pend_bank = Signal(), Signal()
-        pend_n0, pend_cols = Signal(16), Signal(range(C + 1))
-        d_busy, d_bank, d_n0 = Signal(), Signal(), Signal(16)
+        pend_n0, pend_cols = Signal(self._counter(cfg.max_n)), Signal(range(C + 1))
+        d_busy, d_bank, d_n0 = Signal(), Signal(), Signal(self._counter(cfg.max_n))
         d_cols = Signal(range(C + 1))
-        d_m, d_j = Signal(16), Signal(range(C))
+        d_m, d_j = Signal(self._counter(cfg.max_m)), Signal(range(C))
         d_have = Signal()       # the row at d_m has been read and sits on the read port
         dr = acc_mem.read_port()
         m.d.comb += [

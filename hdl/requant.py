@@ -51,9 +51,9 @@ def _add_tree(terms):
 
 def _check_radix_bits(radix_bits):
     if isinstance(radix_bits, bool) or not isinstance(radix_bits, int):
-        raise TypeError(f"radix_bits must be an integer in 1..31, not {radix_bits!r}")
-    if not 1 <= radix_bits <= _MULT_BITS:
-        raise ValueError(f"radix_bits must be an integer in 1..31, not {radix_bits!r}")
+        raise TypeError(f"radix_bits must be an integer in 0..31, not {radix_bits!r}")
+    if not 0 <= radix_bits <= _MULT_BITS:
+        raise ValueError(f"radix_bits must be an integer in 0..31, not {radix_bits!r}")
 
 
 class Requantizer(wiring.Component):
@@ -117,7 +117,7 @@ class Requantizer(wiring.Component):
     def __init__(self, radix_bits=8):
         _check_radix_bits(radix_bits)
         self._radix_bits = radix_bits
-        self._steps = -(-_MULT_BITS // radix_bits)
+        self._steps = -(-_MULT_BITS // radix_bits) if radix_bits else 64
         super().__init__({
             "i": In(stream.Signature(REQUANT_INPUT_LAYOUT)),
             "o": Out(stream.Signature(signed(32))),
@@ -143,6 +143,8 @@ class Requantizer(wiring.Component):
         return self._steps + 3
 
     def elaborate(self, platform):
+        if self._radix_bits == 0:
+            return self._elaborate_serial()
         m = Module()
         r, n = self._radix_bits, self._steps
 
@@ -248,4 +250,54 @@ class Requantizer(wiring.Component):
             with m.If(a_valid):
                 m.d.sync += self.o.payload.eq(Mux(a_raw, a_x[:32], clamped))
 
+        return m
+
+    def _elaborate_serial(self):
+        m = Module()
+        acc, mult, shift = self.i.payload.acc, self.i.payload.mult, self.i.payload.shift
+        done = Signal()
+        d = Signal(6, init=1)
+        high = Signal(signed(32), init=2**30)
+        lsb = Signal()
+        sticky = Signal()
+
+        o_free = ~self.o.valid | self.o.ready
+        m.d.comb += self.i.ready.eq(done & o_free)
+        transfer = self.i.valid & self.i.ready
+        step = self.i.valid & ~done
+
+        mul_phase = ~d[5]
+        mbit = Cat(Const(0, 1), mult).bit_select(d[:5], 1) & mul_phase & ~self.raw
+        final = d[5] & (d[:5] == Mux(self.raw, 0, shift))
+        use_acc = mbit | (final & self.raw)
+        use_zp = final & ~self.raw
+        b = Signal(signed(33))
+        m.d.comb += b.eq(Mux(use_acc, acc, 0) | Mux(use_zp, self.zero_point, 0))
+        cin = final & lsb & (~high[31] | sticky)
+        total = Signal(signed(33))
+        m.d.comb += total.eq(high + b + cin)
+
+        with m.If(transfer):
+            m.d.sync += [high.eq(2**30), d.eq(1), lsb.eq(0), sticky.eq(0), done.eq(0)]
+        with m.Elif(step):
+            m.d.sync += [
+                high.eq(total[1:]),
+                lsb.eq(d[5] & total[0]),
+                sticky.eq(d[5] & (sticky | lsb)),
+                d.eq(d + 1),
+                done.eq(final),
+            ]
+
+        y = Signal(signed(33))
+        m.d.comb += y.eq(Cat(lsb, high))
+        top = y[15:]
+        in16 = top.all() | ~top.any()
+        y16 = y[:16].as_signed()
+        below = Mux(in16, y16 < self.out_min, y[32])
+        above = Mux(in16, y16 > self.out_max, ~y[32])
+        clamped = Mux(below, self.out_min, Mux(above, self.out_max, y16))
+        with m.If(transfer):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(Mux(self.raw, y[:32], clamped))]
+        with m.Elif(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
         return m

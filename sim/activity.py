@@ -18,7 +18,7 @@ __all__ = ["ActivityReport", "count_vcd_toggles", "datapath_activity"]
 
 # Each net once: the multiplier instances' ports and internal nodes, the accumulators, the masked
 # products and column sums (weight-stationary); not the aliases of the same nets outside them.
-_DATAPATH = re.compile(r"\.pe_\d+_\d+\.(a|b|p|result|pp\d+_\d+)$|(^|\.)(acc_|gp_|colsum_)")
+_DATAPATH = re.compile(r"\.pe_\d+_\d+\.(a|b|p|result|pp\d+_\d+)$|(^|\.)(acc_|sum_|gp_|colsum_)")
 _CLOCKS = re.compile(r"\.(clk|rst)$")
 
 

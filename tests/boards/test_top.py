@@ -36,6 +36,17 @@ def test_pll_top_plans_two_clock_domains(tmp_path):
     assert "AsyncFIFO" in text or "async" in text.lower()
 
 
+@pytest.mark.parametrize("board,cell", [("icebreaker", "SB_PLL40_2_PAD"),
+                                        ("ice40_hx8k_b_evn", "SB_PLL40_CORE")])
+def test_pll_primitive_follows_the_clock_pin(tmp_path, board, cell):
+    # A clock pin that is not the PLL's input pad feeds SB_PLL40_CORE from the global network.
+    build(BoardTop(SMALL, board, array_clock_hz=42e6), board, tmp_path, plan_only=True)
+    text = (tmp_path / "top.il").read_text()
+    assert cell in text
+    other = ({"SB_PLL40_2_PAD", "SB_PLL40_CORE"} - {cell}).pop()
+    assert other not in text
+
+
 def test_pll_parameters_follow_the_datasheet_equation():
     for target in (16e6, 30e6, 42e6, 48e6, 100e6):
         p = pll_parameters(12e6, target)

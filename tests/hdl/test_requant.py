@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from npuforge.hdl.requant import Requantizer
 from npuforge.sim.golden import INT32_MAX, INT32_MIN, requantize
 
-RADICES = [1, 4, 8, 31]
+RADICES = [0, 1, 4, 8, 31]
 
 
 def expected(item, raw, zp, lo, hi):
