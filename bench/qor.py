@@ -94,6 +94,16 @@ def _cfg(rows, cols, multiplier="lut", **kw):
 UP5K = "icebreaker"
 HX8K = "ice40_hx8k_b_evn"
 
+def _carry(rows, cols, latency=2):
+    # Carry-chain logic multipliers with shared operand delay lines.
+    return _cfg(rows, cols, lut_multiplier="carry", mul_latency=latency)
+
+
+def _mixed_carry(rows, cols):
+    # All 8 DSP blocks first, carry-chain logic multipliers for the other PEs.
+    return _cfg(rows, cols, "mixed", dsp_blocks=8, mul_latency=2, lut_multiplier="carry")
+
+
 def _mixed(rows, cols):
     # All 8 DSP blocks (16 PEs in dual 8x8 mode), pipelined LUT multipliers for the other PEs.
     return _cfg(rows, cols, "mixed", dsp_blocks=8, mul_latency=2)
@@ -113,7 +123,12 @@ DESIGNS = (
     Design("hx8k-4x4-lut-l2", HX8K, _cfg(4, 4, mul_latency=2), precheck=False),
     Design("hx8k-4x4-lut-l2-pll42", HX8K, _cfg(4, 4, mul_latency=2), PLL_HZ, precheck=False),
     Design("hx8k-4x5-lut-l2", HX8K, _cfg(4, 5, mul_latency=2), precheck=False),
-    Design("hx8k-4x6-lut-l2", HX8K, _cfg(4, 6, mul_latency=2)),
+    Design("hx8k-4x6-lut-l2", HX8K, _cfg(4, 6, mul_latency=2), precheck=False),
+    Design("hx8k-4x6-lut-l2-pll42", HX8K, _cfg(4, 6, mul_latency=2), PLL_HZ, precheck=False),
+    Design("hx8k-4x6-carry-pll42", HX8K, _carry(4, 6), PLL_HZ, precheck=False),
+    Design("hx8k-4x8-carry-pll42", HX8K, _carry(4, 8), PLL_HZ, precheck=False),
+    Design("up5k-4x6-mixed-carry-pll42", UP5K, _mixed_carry(4, 6), PLL_HZ, precheck=False),
+    Design("up5k-4x8-mixed-carry-pll42", UP5K, _mixed_carry(4, 8), PLL_HZ, precheck=False),
 )
 
 

@@ -40,6 +40,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..hdl._params import reject
+from ..hdl.carry_mul import CarryMulGrid
 from ..hdl.ice40_dsp import DualMac8x8, Mac16x16, PipelinedLutMultiplier
 from ..hdl.mul import Multiplier, product_shape
 from ..hdl.output_stage import OutputStage, drain_layout
@@ -52,6 +53,14 @@ DATAFLOWS = ("os", "ws")
 #: DSP blocks (``dsp``), or ``dsp_blocks`` DSP blocks first and logic for the rest (``mixed``).
 MULTIPLIERS = ("lut", "infer", "dsp", "mixed")
 
+#: How PEs in logic multiply: a partial-product adder tree per PE (``tree``), or carry-chain rows
+#: with operand delay lines shared along array rows and columns (``carry``, see
+#: :class:`npuforge.hdl.carry_mul.CarryMulGrid`).
+LUT_MULTIPLIERS = ("tree", "carry")
+
+#: Register stages an SB_MAC16 PE offers (operand and product registers).
+DSP_MAX_LATENCY = 2
+
 #: Limits of the configuration space (validated with named errors).
 LIMITS = {
     "rows": (1, 64),
@@ -63,7 +72,7 @@ LIMITS = {
     "max_k": (1, 65535),
     "max_n": (1, 65535),
     "requant_radix": (1, 31),
-    "mul_latency": (0, 2),
+    "mul_latency": (0, 4),
     "dsp_blocks": (0, 64),
 }
 
@@ -126,8 +135,14 @@ class MacArrayConfig:
         ``"mixed"`` (``dsp_blocks`` blocks first, logic for the other PEs).
     dsp_blocks : int or None
         DSP blocks for ``"mixed"`` (0..64); derived for ``"dsp"``; unused otherwise.
+    lut_multiplier : str
+        How PEs in logic multiply: ``"tree"`` (partial products summed per PE) or ``"carry"``
+        (rows of conditional adds on the iCE40 carry chain, about one logic cell per partial
+        product bit, operand delay lines shared by a row or column of PEs; output-stationary only,
+        without operand gating, ``mul_latency`` 1..4).
     mul_latency : int
-        Register stages in each PE multiplier (0..2).
+        Register stages in each PE multiplier (0..2; up to 4 for ``lut_multiplier="carry"``
+        without DSP PEs).
     requant_radix : int
         Multiplier bits the requantizer consumes per cycle (1..31): fewer cells, more cycles per
         output.
@@ -152,6 +167,7 @@ class MacArrayConfig:
     max_n: int = 32
     multiplier: str = "lut"
     dsp_blocks: Optional[int] = None
+    lut_multiplier: str = "tree"
     mul_latency: int = 1
     requant_radix: int = 4
     out_signed: bool = True
@@ -181,6 +197,22 @@ class MacArrayConfig:
         if self.multiplier == "mixed" and self.dsp_blocks * self.pes_per_dsp > self.rows * self.cols:
             raise ValueError(f"dsp_blocks must be at most {-(-self.rows * self.cols // self.pes_per_dsp)} "
                              f"for a {self.rows}x{self.cols} array, not {self.dsp_blocks}")
+        if self.lut_multiplier not in LUT_MULTIPLIERS:
+            raise ValueError(f"lut_multiplier must be one of 'tree', 'carry', not {self.lut_multiplier!r}")
+        if self.uses_carry:
+            if self.dataflow != "os":
+                raise ValueError("lut_multiplier 'carry' needs dataflow 'os' (its operand delay lines "
+                                 "follow the broadcast rows and columns), not 'ws'")
+            if self.operand_gating:
+                raise ValueError("operand_gating is not available with lut_multiplier 'carry' "
+                                 "(its operands are shared by a row or column of PEs)")
+            top = min(4, self.w_bits)
+            if not 1 <= self.mul_latency <= top:
+                raise ValueError(f"mul_latency must be in 1..{top} with lut_multiplier 'carry' and "
+                                 f"w_bits {self.w_bits}, not {self.mul_latency}")
+        if self.mul_latency > DSP_MAX_LATENCY and (self.dsp_pes or not self.uses_carry):
+            raise ValueError(f"mul_latency must be in 0..{DSP_MAX_LATENCY} unless every PE is a "
+                             f"carry-chain logic multiplier, not {self.mul_latency}")
         if self.acc_bits is not None and self.acc_bits < self.product_bits:
             raise ValueError(f"acc_bits must be at least the product width {self.product_bits} "
                              f"(in_bits {self.in_bits} x w_bits {self.w_bits}), not {self.acc_bits}")
@@ -229,6 +261,12 @@ class MacArrayConfig:
     def pes_per_dsp(self):
         """PEs one SB_MAC16 serves: two in its dual 8x8 mode (operands of at most 8 bits)."""
         return 2 if self.in_bits <= 8 and self.w_bits <= 8 else 1
+
+    @property
+    def uses_carry(self):
+        """Whether some PEs multiply with carry-chain rows (:class:`CarryMulGrid`)."""
+        return (self.lut_multiplier == "carry" and self.multiplier in ("lut", "mixed")
+                and self.dsp_pes < self.rows * self.cols)
 
     @property
     def dsp_pes(self):
@@ -287,7 +325,12 @@ class MacArrayConfig:
         # Partial products cost about one cell per operand bit pair (measured: ~180 cells for
         # int8, ~150 pipelined); a DSP PE keeps only its accumulator in logic.
         lut_pes = pes - self.dsp_pes if self.multiplier != "infer" else 0
-        mul_lc = lut_pes * (a * w * 2 + (a + w) * 2) + (pes - lut_pes) * 2 * (a + w)
+        if self.uses_carry:
+            # One cell per partial-product bit (w rows of a + 2 bits) and the product register.
+            per_lut_pe = w * (a + 2) + a + w
+        else:
+            per_lut_pe = a * w * 2 + (a + w) * 2
+        mul_lc = lut_pes * per_lut_pe + (pes - lut_pes) * 2 * (a + w)
         pe_lc = acc * (2 if self.dataflow == "os" else 1) + self.product_bits
         # Requantizer, measured on the UP5K: about 480 cells plus 90 per multiplier bit per cycle.
         requant_lc = 480 + 90 * self.requant_radix
@@ -647,7 +690,8 @@ class MacCore(wiring.Component):
             stages.append(reg)
         return stages
 
-    def _multipliers(self, m, cen, shape_a, shape_b, count_i, count_j, prefix):
+    def _multipliers(self, m, cen, shape_a, shape_b, count_i, count_j, prefix,
+                     row_ops=None, col_ops=None):
         """A grid of PE multiplier slots (``a``, ``b``, ``p``), allocated as the config says.
 
         The first ``dsp_pes`` PEs in row-major order multiply on SB_MAC16 blocks (two per block in
@@ -659,6 +703,17 @@ class MacCore(wiring.Component):
         p_shape = product_shape(shape_a, shape_b)
         slots = [[None] * count_j for _ in range(count_i)]
         dual = None
+        grid = None
+        if cfg.uses_carry:
+            # One grid for all logic PEs: the operand delay lines are shared by array rows and
+            # columns, so the grid takes the broadcast operands, not the per-PE slots.
+            logic = [(i, j) for i in range(count_i) for j in range(count_j)
+                     if i * count_j + j >= cfg.dsp_pes]
+            grid = CarryMulGrid(shape_a, shape_b, count_i, count_j, stages=lat, positions=logic)
+            m.submodules[f"{prefix}_carry"] = grid
+            m.d.comb += grid.en.eq(cen)
+            m.d.comb += [grid.a[i].eq(row_ops[i]) for i in range(count_i)]
+            m.d.comb += [grid.b[j].eq(col_ops[j]) for j in range(count_j)]
         for i in range(count_i):
             for j in range(count_j):
                 idx = i * count_j + j
@@ -675,6 +730,9 @@ class MacCore(wiring.Component):
                     a_port, b_port, p_port = ((dual.a0, dual.b0, dual.p0) if lane == 0 else
                                               (dual.a1, dual.b1, dual.p1))
                     m.d.comb += [a_port.eq(slot.a), b_port.eq(slot.b), slot.p.eq(p_port)]
+                    continue
+                if grid is not None and idx >= cfg.dsp_pes:
+                    m.d.comb += slot.p.eq(grid.p[idx])
                     continue
                 if idx < cfg.dsp_pes:
                     mul = Mac16x16(shape_a.signed, shape_b.signed, latency=lat)
@@ -787,7 +845,7 @@ class MacCore(wiring.Component):
         with m.If(cen):
             m.d.sync += [a_reg[i].eq(x_rd.data[i]) for i in range(R)]
             m.d.sync += [b_reg[j].eq(w_rd.data[j]) for j in range(C)]
-        muls = self._multipliers(m, cen, cfg.in_shape, cfg.w_shape, R, C, "pe")
+        muls = self._multipliers(m, cen, cfg.in_shape, cfg.w_shape, R, C, "pe", a_reg, b_reg)
         # The last beat of a tile hands `acc + p` to the shadow register and clears the
         # accumulator with the flip-flop's synchronous reset, so the next tile's first beat adds
         # to zero without a multiplexer in front of the adder.

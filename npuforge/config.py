@@ -25,7 +25,7 @@ import sys
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
-from .generators.mac_array import DATAFLOWS, LIMITS, MULTIPLIERS, MacArrayConfig
+from .generators.mac_array import DATAFLOWS, LIMITS, LUT_MULTIPLIERS, MULTIPLIERS, MacArrayConfig
 from .snn_config import SNN_CHOICES, SNN_HELP, SNN_LIMITS, SnnCoreParameters
 
 if sys.version_info >= (3, 11):
@@ -106,7 +106,10 @@ _MAC_ARRAY_HELP = {
                   "the synthesis tool maps (a whole SB_MAC16 on iCE40 with -dsp), dsp = iCE40 "
                   "SB_MAC16 blocks (two int8 PEs per block), mixed = dsp_blocks blocks then logic",
     "dsp_blocks": "SB_MAC16 blocks to use with --multiplier mixed",
-    "mul_latency": "register stages in each PE multiplier",
+    "lut_multiplier": "how PEs in logic multiply: tree = partial products summed per PE, carry = "
+                      "carry-chain rows with operand delay lines shared by PE rows and columns "
+                      "(output-stationary, about half the cells)",
+    "mul_latency": "register stages in each PE multiplier (up to 4 with --lut-multiplier carry)",
     "requant_radix": "multiplier bits the requantizer consumes per cycle (fewer cells, more cycles "
                      "per output)",
     "out_signed": "requantized outputs are int8 (signed) or uint8 (unsigned)",
@@ -121,7 +124,8 @@ DESIGNS = {
         config_cls=MacArrayConfig,
         help=_MAC_ARRAY_HELP,
         limits=LIMITS,
-        choices={"dataflow": DATAFLOWS, "multiplier": MULTIPLIERS},
+        choices={"dataflow": DATAFLOWS, "multiplier": MULTIPLIERS,
+                 "lut_multiplier": LUT_MULTIPLIERS},
         auto={"acc_bits": "derived from max_k and the operand types",
               "dsp_blocks": "as many as the multiplier allocation needs"},
         ranges={"acc_bits": "in_bits+w_bits"},

@@ -58,6 +58,7 @@ FLAG_CASES = {
     "max_n": (["--max-n", "33"], 33),
     "multiplier": (["--multiplier", "infer"], "infer"),
     "mul_latency": (["--mul-latency", "2"], 2),
+    "lut_multiplier": (["--lut-multiplier", "carry"], "carry"),
     "dsp_blocks": (["--dsp-blocks", "2"], 2),
     "operand_gating": (["--operand-gating"], True),
     "requant_radix": (["--requant-radix", "31"], 31),
@@ -99,7 +100,10 @@ def test_switch_pair_is_exclusive():
     (["--dataflow", "xs"], "dataflow must be one of 'os', 'ws', not 'xs'"),
     (["--multiplier", "dsp9"], "multiplier must be one of 'lut', 'infer', 'dsp', 'mixed', not 'dsp9'"),
     (["--acc-bits", "8"], "acc_bits must be at least the product width 16"),
-    (["--mul-latency", "3"], "mul_latency must be an integer in 0..2, not 3"),
+    (["--mul-latency", "5"], "mul_latency must be an integer in 0..4, not 5"),
+    (["--mul-latency", "3"], ("mul_latency must be in 0..2 unless every PE is a carry-chain logic "
+                             "multiplier, not 3")),
+    (["--lut-multiplier", "wallace"], "lut_multiplier must be one of 'tree', 'carry', not 'wallace'"),
 ])
 def test_bad_flag_values_name_the_parameter(argv, message):
     with pytest.raises(ConfigError, match="^" + message.replace(".", r"\.").replace("(", r"\(")):

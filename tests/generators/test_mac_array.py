@@ -54,6 +54,41 @@ def test_multiplier_allocations(kwargs):
 
 
 @SETTINGS
+@given(rows=st.integers(1, 4), cols=st.integers(1, 5), latency=st.integers(1, 4),
+       dsp_blocks=st.sampled_from([None, 0, 1, 3]),
+       in_type=st.sampled_from([(8, True), (8, False), (5, True), (12, True)]),
+       w_type=st.sampled_from([(8, True), (8, False), (6, True), (4, False)]),
+       m=st.integers(1, 9), k=st.integers(1, 11), n=st.integers(1, 9), seed=st.integers(0, 2**16))
+def test_carry_chain_pes(rows, cols, latency, dsp_blocks, in_type, w_type, m, k, n, seed):
+    # Carry-chain logic PEs (alone or beside DSP PEs), any latency they allow, ragged tiles.
+    (a_bits, a_signed), (b_bits, b_signed) = in_type, w_type
+    latency = min(latency, b_bits, 2 if dsp_blocks else 4)
+    dsp = {} if dsp_blocks is None else {"multiplier": "mixed",
+                                         "dsp_blocks": min(dsp_blocks, rows * cols // 2)}
+    cfg = MacArrayConfig(rows=rows, cols=cols, in_bits=a_bits, in_signed=a_signed, w_bits=b_bits,
+                         w_signed=b_signed, lut_multiplier="carry", mul_latency=latency,
+                         max_m=9, max_k=11, max_n=9, **dsp)
+    rng = np.random.default_rng(seed)
+    _check(cfg, _rand(rng, (m, k), a_bits, a_signed), _rand(rng, (k, n), b_bits, b_signed),
+           rng.integers(-(2**31), 2**31, size=n))
+
+
+def test_carry_chain_extremes_and_requant():
+    # Every operand at its extreme (-128 * -128 everywhere) and requantized outputs.
+    cfg = MacArrayConfig(rows=2, cols=3, lut_multiplier="carry", mul_latency=3, max_m=5, max_k=64,
+                         max_n=4)
+    x = np.full((5, 64), -128)
+    w = np.full((64, 4), -128)
+    w[:, 1] = 127
+    _check(cfg, x, w)
+    rng = np.random.default_rng(8)
+    x, w = _rand(rng, (5, 30), 8, True), _rand(rng, (30, 4), 8, True)
+    requant = RequantParams(mult=rng.integers(1 << 29, 1 << 31, size=4), shift=rng.integers(0, 12, size=4),
+                            zero_point=-3, out_min=-128, out_max=127)
+    _check(cfg, x, w, rng.integers(-5000, 5000, size=4), requant)
+
+
+@SETTINGS
 @given(dataflow=st.sampled_from(["os", "ws"]),
        in_type=st.sampled_from([(4, True), (4, False), (8, False), (16, True), (2, True)]),
        w_type=st.sampled_from([(4, True), (8, True), (16, False), (3, False)]),
@@ -220,6 +255,21 @@ def test_derived_accumulator_matches_golden_bound():
     ({"multiplier": "mixed", "dsp_blocks": 9, "rows": 4, "cols": 4}, ValueError,
      "dsp_blocks must be at most 8 for a 4x4 array, not 9"),
     ({"requant_radix": 32}, ValueError, "requant_radix must be an integer in 1..31, not 32"),
+    ({"lut_multiplier": "booth"}, ValueError, "lut_multiplier must be one of 'tree', 'carry', not 'booth'"),
+    ({"lut_multiplier": "carry", "dataflow": "ws"}, ValueError,
+     ("lut_multiplier 'carry' needs dataflow 'os' (its operand delay lines follow the broadcast rows "
+     "and columns), not 'ws'")),
+    ({"lut_multiplier": "carry", "operand_gating": True}, ValueError,
+     ("operand_gating is not available with lut_multiplier 'carry' (its operands are shared by a row "
+     "or column of PEs)")),
+    ({"lut_multiplier": "carry", "mul_latency": 0}, ValueError,
+     "mul_latency must be in 1..4 with lut_multiplier 'carry' and w_bits 8, not 0"),
+    ({"lut_multiplier": "carry", "mul_latency": 3, "w_bits": 2}, ValueError,
+     "mul_latency must be in 1..2 with lut_multiplier 'carry' and w_bits 2, not 3"),
+    ({"multiplier": "mixed", "dsp_blocks": 2, "lut_multiplier": "carry", "mul_latency": 3}, ValueError,
+     "mul_latency must be in 0..2 unless every PE is a carry-chain logic multiplier, not 3"),
+    ({"mul_latency": 3}, ValueError,
+     "mul_latency must be in 0..2 unless every PE is a carry-chain logic multiplier, not 3"),
 ])
 def test_config_errors(kwargs, exc, message):
     with pytest.raises(exc, match="^" + message.replace("(", r"\(").replace(")", r"\)")
