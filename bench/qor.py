@@ -99,9 +99,10 @@ def _carry(rows, cols, latency=2):
     return _cfg(rows, cols, lut_multiplier="carry", mul_latency=latency)
 
 
-def _mixed_carry(rows, cols):
+def _mixed_carry(rows, cols, dataflow="os"):
     # All 8 DSP blocks first, carry-chain logic multipliers for the other PEs.
-    return _cfg(rows, cols, "mixed", dsp_blocks=8, mul_latency=2, lut_multiplier="carry")
+    return _cfg(rows, cols, "mixed", dsp_blocks=8, mul_latency=2, lut_multiplier="carry",
+                dataflow=dataflow)
 
 
 def _mixed(rows, cols):
@@ -129,6 +130,8 @@ DESIGNS = (
     Design("hx8k-4x8-carry-pll42", HX8K, _carry(4, 8), PLL_HZ, precheck=False),
     Design("up5k-4x6-mixed-carry-pll42", UP5K, _mixed_carry(4, 6), PLL_HZ, precheck=False),
     Design("up5k-4x8-mixed-carry-pll42", UP5K, _mixed_carry(4, 8), PLL_HZ, precheck=False),
+    Design("up5k-8x4-ws-mixed-carry-pll42", UP5K, _mixed_carry(8, 4, "ws"), PLL_HZ, precheck=False),
+    Design("up5k-6x4-ws-mixed-carry-pll42", UP5K, _mixed_carry(6, 4, "ws"), PLL_HZ, precheck=False),
 )
 
 

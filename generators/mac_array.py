@@ -138,8 +138,9 @@ class MacArrayConfig:
     lut_multiplier : str
         How PEs in logic multiply: ``"tree"`` (partial products summed per PE) or ``"carry"``
         (rows of conditional adds on the iCE40 carry chain, about one logic cell per partial
-        product bit, operand delay lines shared by a row or column of PEs; output-stationary only,
-        without operand gating, ``mul_latency`` 1..4).
+        product bit, operand delay lines shared by a row or column of PEs; without operand
+        gating, ``mul_latency`` 1..4; weight-stationary arrays wait ``mul_latency - 1`` beats
+        before loading new weights).
     mul_latency : int
         Register stages in each PE multiplier (0..2; up to 4 for ``lut_multiplier="carry"``
         without DSP PEs).
@@ -200,9 +201,6 @@ class MacArrayConfig:
         if self.lut_multiplier not in LUT_MULTIPLIERS:
             raise ValueError(f"lut_multiplier must be one of 'tree', 'carry', not {self.lut_multiplier!r}")
         if self.uses_carry:
-            if self.dataflow != "os":
-                raise ValueError("lut_multiplier 'carry' needs dataflow 'os' (its operand delay lines "
-                                 "follow the broadcast rows and columns), not 'ws'")
             if self.operand_gating:
                 raise ValueError("operand_gating is not available with lut_multiplier 'carry' "
                                  "(its operands are shared by a row or column of PEs)")
@@ -593,10 +591,12 @@ class MacCore(wiring.Component):
         # -- run control ----------------------------------------------------------------------------
         m.d.comb += busy.eq(running | ~array_idle | drain.valid | go)
         m.d.comb += self.busy.eq(busy)
+        # `busy` gathers the whole pipeline: it enters the counter as its carry-in, not as the
+        # clock enable of 32 flip-flops spread over the die.
         with m.If(go & ~busy):
             m.d.sync += self.cycles.eq(0)
-        with m.Elif(busy):
-            m.d.sync += self.cycles.eq(self.cycles + 1)
+        with m.Else():
+            m.d.sync += self.cycles.eq(self.cycles + busy)
         return m
 
     @staticmethod
@@ -691,7 +691,7 @@ class MacCore(wiring.Component):
         return stages
 
     def _multipliers(self, m, cen, shape_a, shape_b, count_i, count_j, prefix,
-                     row_ops=None, col_ops=None):
+                     row_ops=None, col_ops=None, pe_ops=None):
         """A grid of PE multiplier slots (``a``, ``b``, ``p``), allocated as the config says.
 
         The first ``dsp_pes`` PEs in row-major order multiply on SB_MAC16 blocks (two per block in
@@ -709,11 +709,13 @@ class MacCore(wiring.Component):
             # columns, so the grid takes the broadcast operands, not the per-PE slots.
             logic = [(i, j) for i in range(count_i) for j in range(count_j)
                      if i * count_j + j >= cfg.dsp_pes]
-            grid = CarryMulGrid(shape_a, shape_b, count_i, count_j, stages=lat, positions=logic)
+            grid = CarryMulGrid(shape_a, shape_b, count_i, count_j, stages=lat, positions=logic,
+                                stationary_b=pe_ops is not None)
             m.submodules[f"{prefix}_carry"] = grid
             m.d.comb += grid.en.eq(cen)
             m.d.comb += [grid.a[i].eq(row_ops[i]) for i in range(count_i)]
-            m.d.comb += [grid.b[j].eq(col_ops[j]) for j in range(count_j)]
+            b_ops = col_ops if pe_ops is None else pe_ops
+            m.d.comb += [grid.b[j].eq(op) for j, op in enumerate(b_ops)]
         for i in range(count_i):
             for j in range(count_j):
                 idx = i * count_j + j
@@ -930,7 +932,12 @@ class MacCore(wiring.Component):
         x_base, w_base = Signal(range(cfg.x_words + 1)), Signal(range(cfg.w_words + 1))
         bank = Signal()
         bank_busy = Signal(2)
-        phase = Signal(2)   # 0: wait for the bank, 1: load weights, 2: compute
+        phase = Signal(2)   # 0: wait for the bank, 1: load weights, 2: compute, 3: settle
+        # Carry-chain PEs read their stationary weight in every pipeline stage: new weights wait
+        # until the last product of the old ones has passed stage `mul_latency - 1`.
+        settle_beats = cfg.mul_latency - 1 if cfg.uses_carry else 0
+        settle = Signal(range(settle_beats + 1))
+        after = Signal(2)   # the phase that follows the settle beats
         issue = Signal(ctrl_layout)
         x_rd = x_mem.read_port()
         w_rd = w_mem.read_port()
@@ -967,12 +974,22 @@ class MacCore(wiring.Component):
                         m.d.sync += [r.eq(0), phase.eq(2), mm.eq(0)]
                     with m.Else():
                         m.d.sync += r.eq(r + 1)
+                with m.Case(3):
+                    with m.If(settle == 1):
+                        m.d.sync += phase.eq(after)
+                    m.d.sync += settle.eq(settle - 1)
                 with m.Case(2):
+                    def next_phase(value):
+                        if settle_beats:
+                            m.d.sync += [phase.eq(3), after.eq(value), settle.eq(settle_beats)]
+                        else:
+                            m.d.sync += phase.eq(value)
+
                     with m.If(mm == self._m_last):
                         m.d.sync += mm.eq(0)
                         with m.If(last_k):
-                            m.d.sync += [k0.eq(0), k_left.eq(K), x_base.eq(0), phase.eq(0),
-                                         bank.eq(~bank)]
+                            m.d.sync += [k0.eq(0), k_left.eq(K), x_base.eq(0), bank.eq(~bank)]
+                            next_phase(0)
                             with m.If(n_left <= C):
                                 m.d.sync += running.eq(0)
                             with m.Else():
@@ -980,7 +997,8 @@ class MacCore(wiring.Component):
                                              w_base.eq(w_base + K), wk.eq(w_base + K)]
                         with m.Else():
                             m.d.sync += [k0.eq(k0 + R), k_left.eq(k_left - R), x_base.eq(x_base + M),
-                                         phase.eq(1), wk.eq(w_base + k0 + R)]
+                                         wk.eq(w_base + k0 + R)]
+                            next_phase(1)
                     with m.Else():
                         m.d.sync += mm.eq(mm + 1)
         # A bank is busy from the start of its N tile until its drain has finished.
@@ -1007,7 +1025,8 @@ class MacCore(wiring.Component):
                 for i in range(R):
                     with m.If(ctrl[1].row == i):
                         m.d.sync += [wt[i][j].eq(Mux(ctrl[1].zero, 0, w_rd.data[j])) for j in range(C)]
-        muls = self._multipliers(m, cen, cfg.in_shape, cfg.w_shape, R, C, "pe")
+        muls = self._multipliers(m, cen, cfg.in_shape, cfg.w_shape, R, C, "pe", a_reg,
+                                 pe_ops=[wt[i][j] for i in range(R) for j in range(C)])
         for i in range(R):
             for j in range(C):
                 self._feed(m, cen, muls[i][j], a_reg[i], wt[i][j], f"{i}_{j}")

@@ -54,18 +54,20 @@ def test_multiplier_allocations(kwargs):
 
 
 @SETTINGS
-@given(rows=st.integers(1, 4), cols=st.integers(1, 5), latency=st.integers(1, 4),
+@given(dataflow=st.sampled_from(["os", "ws"]), rows=st.integers(1, 4), cols=st.integers(1, 5),
+       latency=st.integers(1, 4),
        dsp_blocks=st.sampled_from([None, 0, 1, 3]),
        in_type=st.sampled_from([(8, True), (8, False), (5, True), (12, True)]),
        w_type=st.sampled_from([(8, True), (8, False), (6, True), (4, False)]),
        m=st.integers(1, 9), k=st.integers(1, 11), n=st.integers(1, 9), seed=st.integers(0, 2**16))
-def test_carry_chain_pes(rows, cols, latency, dsp_blocks, in_type, w_type, m, k, n, seed):
+def test_carry_chain_pes(dataflow, rows, cols, latency, dsp_blocks, in_type, w_type, m, k, n, seed):
     # Carry-chain logic PEs (alone or beside DSP PEs), any latency they allow, ragged tiles.
     (a_bits, a_signed), (b_bits, b_signed) = in_type, w_type
     latency = min(latency, b_bits, 2 if dsp_blocks else 4)
     dsp = {} if dsp_blocks is None else {"multiplier": "mixed",
                                          "dsp_blocks": min(dsp_blocks, rows * cols // 2)}
-    cfg = MacArrayConfig(rows=rows, cols=cols, in_bits=a_bits, in_signed=a_signed, w_bits=b_bits,
+    cfg = MacArrayConfig(rows=rows, cols=cols, dataflow=dataflow, in_bits=a_bits,
+                         in_signed=a_signed, w_bits=b_bits,
                          w_signed=b_signed, lut_multiplier="carry", mul_latency=latency,
                          max_m=9, max_k=11, max_n=9, **dsp)
     rng = np.random.default_rng(seed)
@@ -73,10 +75,22 @@ def test_carry_chain_pes(rows, cols, latency, dsp_blocks, in_type, w_type, m, k,
            rng.integers(-(2**31), 2**31, size=n))
 
 
-def test_carry_chain_extremes_and_requant():
+@pytest.mark.parametrize("latency", [2, 3, 4])
+def test_carry_chain_ws_weights_wait_for_products_in_flight(latency):
+    # M = 1: a weight load follows every single compute beat, while its product is still in the
+    # carry rows that read the stationary weight stage by stage.
+    cfg = MacArrayConfig(rows=2, cols=2, dataflow="ws", lut_multiplier="carry", mul_latency=latency,
+                         max_m=4, max_k=16, max_n=8)
+    rng = np.random.default_rng(latency)
+    for m in (1, 3):
+        _check(cfg, _rand(rng, (m, 11), 8, True), _rand(rng, (11, 5), 8, True))
+
+
+@pytest.mark.parametrize("dataflow", ["os", "ws"])
+def test_carry_chain_extremes_and_requant(dataflow):
     # Every operand at its extreme (-128 * -128 everywhere) and requantized outputs.
-    cfg = MacArrayConfig(rows=2, cols=3, lut_multiplier="carry", mul_latency=3, max_m=5, max_k=64,
-                         max_n=4)
+    cfg = MacArrayConfig(rows=2, cols=3, dataflow=dataflow, lut_multiplier="carry", mul_latency=3,
+                         max_m=5, max_k=64, max_n=4)
     x = np.full((5, 64), -128)
     w = np.full((64, 4), -128)
     w[:, 1] = 127
@@ -256,9 +270,6 @@ def test_derived_accumulator_matches_golden_bound():
      "dsp_blocks must be at most 8 for a 4x4 array, not 9"),
     ({"requant_radix": 32}, ValueError, "requant_radix must be an integer in 1..31, not 32"),
     ({"lut_multiplier": "booth"}, ValueError, "lut_multiplier must be one of 'tree', 'carry', not 'booth'"),
-    ({"lut_multiplier": "carry", "dataflow": "ws"}, ValueError,
-     ("lut_multiplier 'carry' needs dataflow 'os' (its operand delay lines follow the broadcast rows "
-     "and columns), not 'ws'")),
     ({"lut_multiplier": "carry", "operand_gating": True}, ValueError,
      ("operand_gating is not available with lut_multiplier 'carry' (its operands are shared by a row "
      "or column of PEs)")),
