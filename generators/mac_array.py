@@ -71,7 +71,7 @@ LIMITS = {
     "max_m": (1, 65535),
     "max_k": (1, 65535),
     "max_n": (1, 65535),
-    "requant_radix": (1, 31),
+    "requant_radix": (0, 31),
     "mul_latency": (0, 4),
     "dsp_blocks": (0, 64),
 }
@@ -146,7 +146,9 @@ class MacArrayConfig:
         without DSP PEs).
     requant_radix : int
         Multiplier bits the requantizer consumes per cycle (1..31): fewer cells, more cycles per
-        output.
+        output; 0 is the bit-serial requantizer (multiply and rounding shift one bit per cycle,
+        36 + shift cycles per output, about a fifth of the cells of radix 1) for designs whose
+        results leave over a slow link.
     out_signed : bool
         Requantized outputs are int8 (True) or uint8 (False); the clamp limits are runtime inputs.
     operand_gating : bool
@@ -331,7 +333,7 @@ class MacArrayConfig:
         mul_lc = lut_pes * per_lut_pe + (pes - lut_pes) * 2 * (a + w)
         pe_lc = acc * (2 if self.dataflow == "os" else 1) + self.product_bits
         # Requantizer, measured on the UP5K: about 480 cells plus 90 per multiplier bit per cycle.
-        requant_lc = 480 + 90 * self.requant_radix
+        requant_lc = 480 + 90 * self.requant_radix if self.requant_radix else 220
         ctrl_lc = 900 + requant_lc
         bram = 0
         for bits, width in ((self.memory_bits["x"], self.rows * self.in_bits),

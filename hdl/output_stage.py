@@ -32,7 +32,8 @@ class OutputStage(wiring.Component):
 
     Per-channel bias (int32), multiplier (Q31) and right shift live in small memories, written in
     channel order through ``param`` (one counter per kind, restarted by ``clear``). The
-    requantizer is :class:`~npuforge.hdl.requant.Requantizer`.
+    requantizer is :class:`~npuforge.hdl.requant.Requantizer`; ``requant_radix`` chooses its
+    architecture.
 
     Parameters
     ----------
@@ -41,7 +42,9 @@ class OutputStage(wiring.Component):
     max_n : int
         Channels the parameter memories hold.
     requant_radix : int
-        Requantizer multiplier bits per cycle.
+        Requantizer multiplier bits per cycle, 1..31 (pipelined: a result every
+        ``ceil(31 / requant_radix)`` cycles), or 0 (:data:`~npuforge.hdl.requant.SERIAL`): the serial
+        requantizer, fewest logic cells, a result every ``36 + shift`` cycles.
 
     Members
     -------
@@ -54,10 +57,16 @@ class OutputStage(wiring.Component):
         As in :class:`~npuforge.hdl.requant.Requantizer`; held while results are in flight.
     busy : Out(1)
         A result is inside the stage.
+
+    Raises
+    ------
+    ValueError
+        If ``acc_bits``, ``max_n`` or ``requant_radix`` is not an integer in its range.
     """
 
     def __init__(self, *, acc_bits, max_n, requant_radix=4):
-        for name, value, lo, hi in (("acc_bits", acc_bits, 4, 64), ("max_n", max_n, 1, 65535)):
+        for name, value, lo, hi in (("acc_bits", acc_bits, 4, 64), ("max_n", max_n, 1, 65535),
+                                    ("requant_radix", requant_radix, 0, 31)):
             if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
                 raise reject(self, ValueError(f"{name} must be an integer in {lo}..{hi}, not {value!r}"))
         self.acc_bits = acc_bits

@@ -7,9 +7,18 @@ It computes, bit-exactly with ``npuforge.sim.golden.requantize``,
     y = clip(zero_point + RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(acc, mult), shift),
              out_min, out_max)
 
-The 32 x 31-bit product is built iteratively from shift-and-add partial products, ``radix_bits``
-multiplier bits per cycle, so that no ``*`` reaches synthesis: with ``-dsp`` Yosys would spend a whole
-DSP block on it, and the MAC array needs every DSP.
+The 32 x 31-bit product is built iteratively from shift-and-add partial products, so that no ``*``
+reaches synthesis: with ``-dsp`` Yosys would spend a whole DSP block on it, and the MAC array needs
+every DSP. Two architectures trade logic for speed (see :class:`Requantizer`):
+
+* ``radix_bits`` 1..31, *pipelined*: ``radix_bits`` multiplier bits per cycle, then separate stages
+  for the rounding shift (a barrel shifter), the zero point and the clamp. A result every
+  ``ceil(31 / radix_bits)`` cycles.
+* ``radix_bits = 0``, *serial*: one multiplier bit per cycle, and the rounding shift done by the same
+  shifting adder, one bit per cycle; the zero point and the two clamp comparisons are three short
+  carry chains whose spare LUT inputs also make the output multiplexers. About a quarter of the
+  logic cells of ``radix_bits = 1`` (171 LUTs against 577), and a result every ``36 + shift``
+  cycles, which is plenty where results leave over a UART.
 
 Arithmetic used (``P = acc * mult``, ``mult >= 0``):
 
@@ -20,14 +29,17 @@ Arithmetic used (``P = acc * mult``, ``mult >= 0``):
   no sign-dependent correction is needed. Since ``mult <= 2**31 - 1`` the saturating case
   (``INT32_MIN * INT32_MIN``) cannot occur.
 * ``RoundingDivideByPOT(x, s)`` (ties away from zero) equals
-  ``(x + 2**(s-1) - (x < 0)) >> s`` for ``s >= 1`` and ``x`` for ``s = 0``.
+  ``(x + 2**(s-1) - (x < 0)) >> s`` for ``s >= 1`` and ``x`` for ``s = 0`` (the pipelined form).
+  Equivalently, with ``q = x >> s`` (a floor), ``r`` the last bit shifted out (bit ``s - 1`` of ``x``)
+  and ``sticky`` the OR of the bits below it: ``q + (r & ((x >= 0) | sticky))`` (the serial form,
+  which only looks at bits as they leave a right shift). The sign of ``q`` is the sign of ``x``.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Instance, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["REQUANT_INPUT_LAYOUT", "Requantizer"]
+__all__ = ["REQUANT_INPUT_LAYOUT", "SERIAL", "Requantizer", "cycles_per_result"]
 
 #: Payload of the requantizer's input stream: one accumulator and its channel's parameters.
 REQUANT_INPUT_LAYOUT = data.StructLayout({
@@ -36,7 +48,21 @@ REQUANT_INPUT_LAYOUT = data.StructLayout({
     "shift": unsigned(5),
 })
 
+#: ``radix_bits`` value that selects the serial requantizer (fewest logic cells).
+SERIAL = 0
+
 _MULT_BITS = 31
+#: Worst-case cycles per result of the serial variant (``shift = 31``).
+_SERIAL_CYCLES = 36 + 31
+
+
+def cycles_per_result(radix_bits):
+    """Cycles between a :class:`Requantizer`'s results at full throughput, without building one.
+
+    ``ceil(31 / radix_bits)``; for the serial unit (``radix_bits=0``) its worst case, 67.
+    """
+    _check_radix_bits(radix_bits)
+    return -(-_MULT_BITS // radix_bits) if radix_bits else _SERIAL_CYCLES
 
 
 def _add_tree(terms):
@@ -56,10 +82,15 @@ def _check_radix_bits(radix_bits):
         raise ValueError(f"radix_bits must be an integer in 0..31, not {radix_bits!r}")
 
 
+def _check_use_primitive(value):
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"use_primitive must be None, True or False, not {value!r}")
+
+
 class Requantizer(wiring.Component):
     """Streaming requantizer with an iterative shift-and-add multiplier.
 
-    Four pipeline stages:
+    **Pipelined** (``radix_bits`` 1..31), four stages:
 
     1. **multiply** (``cycles_per_result`` cycles): each cycle adds ``acc * chunk`` to a 33-bit
        running sum, where ``chunk`` is the next ``radix_bits`` bits of ``mult`` (least significant
@@ -78,16 +109,45 @@ class Requantizer(wiring.Component):
     held high the unit delivers one result every ``cycles_per_result = ceil(31 / radix_bits)`` cycles
     with no extra constant, and a result appears on ``o`` ``latency = cycles_per_result + 3`` cycles
     after its input was accepted. Raw-mode inputs take a single multiply-stage cycle (one result per
-    cycle).
+    cycle). ``raw`` is sampled together with each input, so it may change between transfers.
 
-    ``raw`` is sampled together with each input, so it may change between transfers. ``zero_point``,
-    ``out_min`` and ``out_max`` are used in the output stage and must be held stable while results
-    are in flight; ``out_min <= out_max`` is required (as in the golden model).
+    **Serial** (``radix_bits = 0``, :data:`SERIAL`): built for the fewest logic cells.
+
+    1. **load** (1 cycle): ``acc`` is registered, so that the producer's logic (the output stage's
+       bias adder) and the adder below never share a clock period.
+    2. **multiply and round** (``32 + shift`` cycles): each cycle ``high + acc`` or ``high`` itself
+       (33 bits, ``high`` being a 32-bit register) goes shifted right by one into ``high`` and a bit
+       ``lsb`` below it. The 31 multiply steps (adding when the multiplier bit is set) leave the high
+       multiply ``x`` in ``high``; ``shift`` more steps divide it by ``2**shift`` (a floor), keeping
+       the last bit shifted out and a sticky OR of the earlier ones; one more step leaves
+       ``q = x >> shift`` in ``{high, lsb}``. Raw mode adds ``acc`` in that last step instead, so that
+       ``{high, lsb} = acc``.
+    3. **zero point** (1 cycle): an 18-bit adder forms ``y = q + zero_point + round`` (``round`` from
+       the last bit and the sticky bit) on the low bits of ``q``; if ``q`` lies outside
+       ``-2**16 .. 2**16 - 1`` the result clamps by its sign alone, since ``|zero_point| <= 2**15``.
+    4. **clamp** (1 cycle, then combinational): two 19-bit comparisons, ``y < out_min`` and
+       ``max(y, out_min) > out_max``, each selecting its limit in the same logic cells.
+
+    On the iCE40 every bit of these four carry chains is one logic cell: the LUT in front of the
+    carry also does the step's add-or-keep choice, the raw bypass, or a clamp multiplexer. The unit
+    delivers a result every ``36 + shift`` cycles (36 in raw mode); :attr:`cycles_per_result` is the
+    worst case, 67. It reads ``i.payload`` (``mult`` and ``shift``) and ``raw`` until the result is ready
+    and takes its input in the cycle its result leaves (``i.ready = o.valid & o.ready``, so
+    :attr:`latency` is 0): as the stream rules require, the producer holds the payload from
+    ``i.valid`` until the transfer, and ``raw`` must be held with it.
+
+    In both, ``zero_point``, ``out_min`` and ``out_max`` must be held stable while results are in
+    flight, and ``out_min <= out_max`` is required (as in the golden model).
 
     Parameters
     ----------
     radix_bits : int
-        Multiplier bits consumed per cycle, 1..31 (default 8).
+        Multiplier bits consumed per cycle, 1..31, or 0 (:data:`SERIAL`) for the serial unit
+        (default 8).
+    use_primitive : bool or None
+        Serial unit only. ``None`` (default): ``SB_LUT4``/``SB_CARRY`` instances when elaborated with
+        a platform; without one, plain Amaranth arithmetic computing the same values in the same
+        cycles (quick to simulate, portable Verilog). ``True``/``False`` force either.
 
     Members
     -------
@@ -103,21 +163,24 @@ class Requantizer(wiring.Component):
     Raises
     ------
     TypeError
-        If ``radix_bits`` is not an int.
+        If ``radix_bits`` is not an int or ``use_primitive`` not a bool or None.
     ValueError
         If ``radix_bits`` is out of range.
     """
 
-    def __new__(cls, radix_bits=8):
+    def __new__(cls, radix_bits=8, *, use_primitive=None):
         # Validate before the object exists: a rejected configuration must not leave an
         # "elaboratable created but never used" warning behind.
         _check_radix_bits(radix_bits)
+        _check_use_primitive(use_primitive)
         return super().__new__(cls, radix_bits, src_loc_at=1)
 
-    def __init__(self, radix_bits=8):
+    def __init__(self, radix_bits=8, *, use_primitive=None):
         _check_radix_bits(radix_bits)
+        _check_use_primitive(use_primitive)
         self._radix_bits = radix_bits
-        self._steps = -(-_MULT_BITS // radix_bits) if radix_bits else 64
+        self._use_primitive = use_primitive
+        self._steps = -(-_MULT_BITS // radix_bits) if radix_bits else None
         super().__init__({
             "i": In(stream.Signature(REQUANT_INPUT_LAYOUT)),
             "o": Out(stream.Signature(signed(32))),
@@ -129,22 +192,37 @@ class Requantizer(wiring.Component):
 
     @property
     def radix_bits(self) -> int:
-        """Multiplier bits consumed per cycle."""
+        """Multiplier bits consumed per cycle (0: the serial unit)."""
         return self._radix_bits
 
     @property
+    def use_primitive(self):
+        """``SB_LUT4``/``SB_CARRY`` instances in the serial unit: ``None`` (if a platform), True, False."""
+        return self._use_primitive
+
+    @property
     def cycles_per_result(self) -> int:
-        """Cycles between results at full throughput: ``ceil(31 / radix_bits)``."""
-        return self._steps
+        """Cycles between results at full throughput: ``ceil(31 / radix_bits)``.
+
+        For the serial unit the worst case, 67 (``36 + shift`` for a result with that shift).
+        """
+        return cycles_per_result(self._radix_bits)
 
     @property
     def latency(self) -> int:
-        """Clock edges from an input transfer to its output transfer (``o.ready`` high): steps + 3."""
-        return self._steps + 3
+        """Clock edges from an input transfer to its output transfer (``o.ready`` high).
+
+        ``cycles_per_result + 3`` when pipelined; 0 for the serial unit, which takes its input and
+        delivers its result in the same cycle.
+        """
+        return self._steps + 3 if self._radix_bits else 0
 
     def elaborate(self, platform):
-        if self._radix_bits == 0:
-            return self._elaborate_serial()
+        if self._radix_bits == SERIAL:
+            return self._elaborate_serial(platform)
+        return self._elaborate_pipelined()
+
+    def _elaborate_pipelined(self):
         m = Module()
         r, n = self._radix_bits, self._steps
 
@@ -252,52 +330,176 @@ class Requantizer(wiring.Component):
 
         return m
 
-    def _elaborate_serial(self):
+    def _elaborate_serial(self, platform):
         m = Module()
+        primitive = platform is not None if self._use_primitive is None else self._use_primitive
+        cells = _Cells(m) if primitive else None
         acc, mult, shift = self.i.payload.acc, self.i.payload.mult, self.i.payload.shift
-        done = Signal()
+        raw = self.raw
+
+        # --- control: load, 32 + shift steps, then two cycles through the clamp registers ----------
+        loaded, done, settle, ready = Signal(), Signal(), Signal(), Signal()
+        # `d` = steps taken + 1: bits 0..4 index the multiplier bit of this step, bit 5 is set
+        # once the 31 multiply steps are over, and the last step is d == 32 + shift.
         d = Signal(6, init=1)
+        m.d.comb += [self.o.valid.eq(ready), self.i.ready.eq(ready & self.o.ready)]
+        step = self.i.valid & loaded & ~done
+        release = ready & self.o.ready
+        multiplying = ~d[5]
+        last = Signal()
+        m.d.comb += last.eq(d[5] & (d[:5] == Mux(raw, 0, shift)))
+        add = Signal()
+        m.d.comb += add.eq(Mux(raw, last, multiplying & Cat(Const(0, 1), mult).bit_select(d[:5], 1)))
+
+        # --- multiply and round: {high, lsb} = (high + acc or high), 33 bits, shifted right --------
+        acc_r = Signal(signed(32), reset_less=True)
+        # Starts at the nudge 2**30 (see the module docstring); 32 bits hold every partial sum.
         high = Signal(signed(32), init=2**30)
-        lsb = Signal()
-        sticky = Signal()
+        lsb, last_out, sticky = Signal(), Signal(), Signal()
+        shifted = Signal(33)
+        if primitive:
+            h = [high[k] for k in range(32)] + [high[31]]
+            a = [acc_r[k] for k in range(32)] + [acc_r[31]]
+            m.d.comb += shifted.eq(Cat(*cells.luts(_add_or_keep, [add] * 33, h, a, cells.chain(h, a, 0, 32))))
+        else:
+            m.d.comb += shifted.eq(Mux(add, high + acc_r, high))
+        with m.If(release):
+            m.d.sync += [high.eq(2**30), d.eq(1), lsb.eq(0), last_out.eq(0), sticky.eq(0),
+                         loaded.eq(0), done.eq(0), settle.eq(0), ready.eq(0)]
+        with m.Else():
+            m.d.sync += [settle.eq(done), ready.eq(settle)]
+            with m.If(self.i.valid & ~loaded):
+                m.d.sync += [acc_r.eq(acc), loaded.eq(1)]
+            with m.If(step):
+                m.d.sync += [
+                    high.eq(shifted[1:]),
+                    # Bits shifted out while multiplying are below the high multiply: dropped.
+                    lsb.eq(shifted[0] & ~multiplying),
+                    last_out.eq(lsb),
+                    sticky.eq(sticky | last_out),
+                    d.eq(d + 1),
+                    done.eq(last),
+                ]
 
-        o_free = ~self.o.valid | self.o.ready
-        m.d.comb += self.i.ready.eq(done & o_free)
-        transfer = self.i.valid & self.i.ready
-        step = self.i.valid & ~done
+        # --- zero point and rounding: ~y = ~(q + zero_point + round) in 18 bits --------------------
+        # Inverted (free in the LUT), because the comparisons below need ~y. Raw mode passes q = acc.
+        q = Cat(lsb, high)
+        negative = high[31]
+        round_up = Signal()
+        m.d.comb += round_up.eq(last_out & (~negative | sticky) & ~raw)
+        zp = self.zero_point.as_signed()
+        ny_next = Signal(18)
+        if primitive:
+            qk = [q[k] for k in range(18)]
+            zk = [zp[min(k, 15)] for k in range(18)]
+            m.d.comb += ny_next.eq(Cat(*cells.luts(_not_sum_or_bypass, [raw] * 18, qk, zk,
+                                                   cells.chain(qk, zk, round_up, 17))))
+        else:
+            m.d.comb += ny_next.eq(~Mux(raw, q[:18], q[:18] + zp + round_up))
+        ny = Signal(18, reset_less=True)
+        m.d.sync += ny.eq(ny_next)
+        # y is exact in 18 bits when q is within -2**16 .. 2**16 - 1; beyond, its sign decides.
+        window = q[16:]
+        in_window = window.all() | ~window.any()
+        lo, hi = self.out_min.as_signed(), self.out_max.as_signed()
+        lok = [lo[min(k, 15)] for k in range(19)]
+        hik = [hi[min(k, 15)] for k in range(19)]
 
-        mul_phase = ~d[5]
-        mbit = Cat(Const(0, 1), mult).bit_select(d[:5], 1) & mul_phase & ~self.raw
-        final = d[5] & (d[:5] == Mux(self.raw, 0, shift))
-        use_acc = mbit | (final & self.raw)
-        use_zp = final & ~self.raw
-        b = Signal(signed(33))
-        m.d.comb += b.eq(Mux(use_acc, acc, 0) | Mux(use_zp, self.zero_point, 0))
-        cin = final & lsb & (~high[31] | sticky)
-        total = Signal(signed(33))
-        m.d.comb += total.eq(high + b + cin)
+        # --- lower clamp: out_min + ~y = out_min - y - 1 >= 0 exactly when y < out_min ------------
+        # Its cells also form ~t, t = max(y, out_min).
+        nyk = [ny[k] for k in range(18)] + [ny[17]]
+        s_lo, below, nt_next = Signal(), Signal(), Signal(18)
+        if primitive:
+            c_lo = cells.chain(nyk, lok, 0, 18)
+            m.d.comb += [s_lo.eq(cells.lut(_sum, 0, nyk[18], lok[18], c_lo[18])),
+                         nt_next.eq(Cat(*cells.luts(_not_limit_or_keep, [below] * 18, nyk[:18], lok, c_lo)))]
+        else:
+            m.d.comb += [s_lo.eq((Cat(*nyk) + Cat(*lok))[18]), nt_next.eq(Mux(below, ~lo, ny))]
+        m.d.comb += below.eq(~raw & Mux(in_window, ~s_lo, negative))
+        nt = Signal(18, reset_less=True)
+        m.d.sync += nt.eq(nt_next)
 
-        with m.If(transfer):
-            m.d.sync += [high.eq(2**30), d.eq(1), lsb.eq(0), sticky.eq(0), done.eq(0)]
-        with m.Elif(step):
-            m.d.sync += [
-                high.eq(total[1:]),
-                lsb.eq(d[5] & total[0]),
-                sticky.eq(d[5] & (sticky | lsb)),
-                d.eq(d + 1),
-                done.eq(final),
-            ]
-
-        y = Signal(signed(33))
-        m.d.comb += y.eq(Cat(lsb, high))
-        top = y[15:]
-        in16 = top.all() | ~top.any()
-        y16 = y[:16].as_signed()
-        below = Mux(in16, y16 < self.out_min, y[32])
-        above = Mux(in16, y16 > self.out_max, ~y[32])
-        clamped = Mux(below, self.out_min, Mux(above, self.out_max, y16))
-        with m.If(transfer):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(Mux(self.raw, y[:32], clamped))]
-        with m.Elif(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        # --- upper clamp: out_max + ~t + 1 = out_max - t < 0 exactly when t > out_max -------------
+        # Its cells also form min(t, out_max): the result.
+        ntk = [nt[k] for k in range(18)] + [nt[17]]
+        s_hi, above, out = Signal(), Signal(), Signal(16)
+        if primitive:
+            c_hi = cells.chain(ntk, hik, 1, 18)
+            m.d.comb += [s_hi.eq(cells.lut(_sum, 0, ntk[18], hik[18], c_hi[18])),
+                         out.eq(Cat(*cells.luts(_limit_or_not, [above] * 16, ntk[:16], hik, c_hi)))]
+        else:
+            m.d.comb += [s_hi.eq((Cat(*ntk) + Cat(*hik) + 1)[18]), out.eq(Mux(above, hi, ~nt[:16]))]
+        m.d.comb += [
+            above.eq(~raw & Mux(in_window, s_hi, ~negative)),
+            self.o.payload.eq(Cat(out, *(Mux(raw, q[k], out[15]) for k in range(16, 32)))),
+        ]
         return m
+
+
+# LUT functions of the serial unit's chain cells: (I0, I1, I2, I3) = (select, chain operand a,
+# chain operand b, carry in), each a single bit.
+
+def _add_or_keep(add, h, a, c):
+    """Multiply/shift step: bit of ``h + a`` when adding, else ``h``."""
+    return h ^ a ^ c if add else h
+
+
+def _not_sum_or_bypass(raw, q, z, c):
+    """Zero point: ``~(q + z)``, or ``~q`` in raw mode."""
+    return 1 - (q if raw else q ^ z ^ c)
+
+
+def _not_limit_or_keep(below, ny, lo, c):
+    """Lower clamp on inverted data: ``~out_min`` when below it, else ``~y`` as it is."""
+    return 1 - lo if below else ny
+
+
+def _limit_or_not(above, nt, hi, c):
+    """Upper clamp, back to true polarity: ``out_max`` when above it, else ``t``."""
+    return hi if above else 1 - nt
+
+
+def _sum(_, a, b, c):
+    """The sum bit of a chain's last cell: the sign of a comparison."""
+    return a ^ b ^ c
+
+
+def _lut_init(fn):
+    """``LUT_INIT`` of an ``SB_LUT4`` whose output is ``fn(i0, i1, i2, i3)`` (index ``I3 I2 I1 I0``)."""
+    return sum(1 << n for n in range(16) if fn(n & 1, n >> 1 & 1, n >> 2 & 1, n >> 3 & 1))
+
+
+class _Cells:
+    """iCE40 logic-cell pieces: ``SB_LUT4`` and ``SB_CARRY`` instances.
+
+    A carry cell computes ``CO = MAJ(I0, I1, CI)``. nextpnr packs it with the LUT whose ``I1``/``I2``
+    are its ``I0``/``I1`` and whose ``I3`` is its ``CI``, into one logic cell; the LUT's ``I0`` is then
+    free for one more signal, so a chain bit can add *and* select. Every chain LUT here is built so.
+    """
+
+    def __init__(self, m):
+        self._m = m
+
+    def lut(self, fn, i0, i1, i2, i3):
+        """A LUT computing ``fn(i0, i1, i2, i3)`` of single bits; returns its output."""
+        return self.luts(fn, [i0], [i1], [i2], [i3])[0]
+
+    def luts(self, fn, i0, i1, i2, i3):
+        """One LUT computing ``fn`` per position of the input lists; returns their outputs."""
+        init = Const(_lut_init(fn), 16)
+        outs = []
+        for k in range(len(i1)):
+            o = Signal()
+            self._m.submodules += Instance("SB_LUT4", p_LUT_INIT=init,
+                                           i_I0=i0[k], i_I1=i1[k], i_I2=i2[k], i_I3=i3[k], o_O=o)
+            outs.append(o)
+        return outs
+
+    def chain(self, a, b, ci, n):
+        """Carries of ``a + b + ci`` over cells ``0 .. n-1``: ``c[k]`` enters cell ``k``, ``c[n]`` leaves."""
+        carries = [ci]
+        for k in range(n):
+            co = Signal()
+            self._m.submodules += Instance("SB_CARRY", i_I0=a[k], i_I1=b[k], i_CI=carries[k], o_CO=co)
+            carries.append(co)
+        return carries

@@ -111,7 +111,7 @@ _MAC_ARRAY_HELP = {
                       "(output-stationary, about half the cells)",
     "mul_latency": "register stages in each PE multiplier (up to 4 with --lut-multiplier carry)",
     "requant_radix": "multiplier bits the requantizer consumes per cycle (fewer cells, more cycles "
-                     "per output)",
+                     "per output); 0 = bit-serial, the smallest",
     "out_signed": "requantized outputs are int8 (signed) or uint8 (unsigned)",
     "operand_gating": "PE operand registers hold while an operand is zero (fewer toggles on ReLU "
                       "activations; one more pipeline stage)",

@@ -17,13 +17,13 @@ flip-flops in either simulator. Pseudo-random gaps on ``load.valid`` and pseudo-
 output.
 """
 
-import math
 import re
 
 import numpy as np
 
 from .. import __version__
 from ..generators.mac_array import LoadLayout, MacArrayConfig
+from ..hdl.requant import cycles_per_result
 from .gemm import check_operands, load_words, pack_load_words
 from .golden import INT32_MAX, RequantParams, mac_array_reference, quantize_multiplier
 
@@ -193,7 +193,7 @@ def mac_array_testbench(config, name, x, w, bias=None, requant=None, *, backpres
     words = pack_load_words(load_words(config, x, w, bias, requant))
     load_width = LoadLayout.size
     n_load, n_out = len(words), len(values)
-    per_output = math.ceil(32 / config.requant_radix) + 2
+    per_output = cycles_per_result(config.requant_radix) + 2
     timeout = (200 + 4 * n_load + 4 * config.compute_cycles(m, k, n) + 4 * n_out * per_output
                + 8 * config.macs_per_cycle)
     lfsr_init = ((int(seed) * 0x9E37) ^ 0xACE1) & 0xFFFF or 0xACE1

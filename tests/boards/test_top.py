@@ -7,7 +7,7 @@ from npuforge.boards.registry import all_boards, get_board
 from npuforge.boards.top import BoardTop, NoUart, fill_config, pll_parameters, shell_resources
 from npuforge.generators import MacArrayConfig
 
-SMALL = MacArrayConfig(rows=1, cols=2, max_m=8, max_k=16, max_n=8, requant_radix=1)
+SMALL = MacArrayConfig(rows=1, cols=2, max_m=8, max_k=16, max_n=8, requant_radix=0)
 
 
 @pytest.mark.parametrize("spec", all_boards(), ids=lambda s: s.name)

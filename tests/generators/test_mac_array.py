@@ -168,12 +168,13 @@ def test_saturation_order_differs_between_dataflows():
 
 @SETTINGS
 @given(dataflow=st.sampled_from(["os", "ws"]), out_signed=st.booleans(), relu=st.booleans(),
-       seed=st.integers(0, 2**16))
-def test_requantized_outputs(dataflow, out_signed, relu, seed):
+       radix=st.sampled_from([4, 0]), seed=st.integers(0, 2**16))
+def test_requantized_outputs(dataflow, out_signed, relu, radix, seed):
+    # radix 0: the bit-serial requantizer.
     rng = np.random.default_rng(seed)
     m, k, n = 5, 7, 6
     cfg = MacArrayConfig(rows=2, cols=4, dataflow=dataflow, out_signed=out_signed,
-                         max_m=8, max_k=8, max_n=8)
+                         requant_radix=radix, max_m=8, max_k=8, max_n=8)
     lo, hi = (-128, 127) if out_signed else (0, 255)
     zp = int(rng.integers(lo, hi + 1))
     mult = rng.integers(0, 2**31, size=n)
@@ -268,7 +269,7 @@ def test_derived_accumulator_matches_golden_bound():
     ({"multiplier": "mixed"}, ValueError, "dsp_blocks must be given (0..64) when multiplier is 'mixed'"),
     ({"multiplier": "mixed", "dsp_blocks": 9, "rows": 4, "cols": 4}, ValueError,
      "dsp_blocks must be at most 8 for a 4x4 array, not 9"),
-    ({"requant_radix": 32}, ValueError, "requant_radix must be an integer in 1..31, not 32"),
+    ({"requant_radix": 32}, ValueError, "requant_radix must be an integer in 0..31, not 32"),
     ({"lut_multiplier": "booth"}, ValueError, "lut_multiplier must be one of 'tree', 'carry', not 'booth'"),
     ({"lut_multiplier": "carry", "operand_gating": True}, ValueError,
      ("operand_gating is not available with lut_multiplier 'carry' (its operands are shared by a row "

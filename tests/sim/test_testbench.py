@@ -36,7 +36,7 @@ CONFIGS = {
     # uint8 x int4 into uint8 outputs, with a 12-bit accumulator that saturates and a bit-serial
     # requantizer (the slowest output stage).
     "os_uint8_sat": MacArrayConfig(rows=1, cols=2, dataflow="os", in_signed=False, w_bits=4,
-                                   acc_bits=12, out_signed=False, requant_radix=1,
+                                   acc_bits=12, out_signed=False, requant_radix=0,
                                    max_m=4, max_k=8, max_n=4),
 }
 WORKLOADS = {"os_int8": (5, 7, 5, False), "ws_int8": (5, 7, 4, True), "os_uint8_sat": (3, 8, 3, True)}
