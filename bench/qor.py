@@ -95,14 +95,14 @@ UP5K = "icebreaker"
 HX8K = "ice40_hx8k_b_evn"
 
 def _carry(rows, cols, latency=2):
-    # Carry-chain logic multipliers with shared operand delay lines.
-    return _cfg(rows, cols, lut_multiplier="carry", mul_latency=latency)
+    # Carry-chain logic multipliers with shared operand delay lines, bit-serial requantizer.
+    return _cfg(rows, cols, lut_multiplier="carry", mul_latency=latency, requant_radix=0)
 
 
 def _mixed_carry(rows, cols, dataflow="os"):
     # All 8 DSP blocks first, carry-chain logic multipliers for the other PEs.
     return _cfg(rows, cols, "mixed", dsp_blocks=8, mul_latency=2, lut_multiplier="carry",
-                dataflow=dataflow)
+                dataflow=dataflow, requant_radix=0)
 
 
 def _mixed(rows, cols):
@@ -247,7 +247,8 @@ def describe_path(path: Optional[dict]) -> Optional[str]:
 # -- one design ------------------------------------------------------------------------------------
 
 def allocation(cfg: MacArrayConfig) -> str:
-    """How the PEs multiply, e.g. ``"16 PE on 8 DSP (dual 8x8) + 8 LUT (L2)"``."""
+    """How the PEs multiply and requantize, e.g. ``"mixed: 16 on 8 DSP (dual 8x8) + 8 LUT, L2,
+    requant radix 4"``."""
     pes = cfg.rows * cfg.cols
     if cfg.multiplier == "infer":
         return f"{pes} inferred `*` (L{cfg.mul_latency})"
@@ -257,8 +258,9 @@ def allocation(cfg: MacArrayConfig) -> str:
         parts.append(f"{cfg.dsp_pes} on {cfg.dsp_count} DSP ({mode})")
     lut = pes - cfg.dsp_pes
     if lut:
-        parts.append(f"{lut} LUT")
-    return f"{cfg.multiplier}: {' + '.join(parts)}, L{cfg.mul_latency}"
+        parts.append(f"{lut} {'carry-chain' if cfg.uses_carry else 'LUT'}")
+    requant = "serial requant" if cfg.requant_radix == 0 else f"requant radix {cfg.requant_radix}"
+    return f"{cfg.multiplier}: {' + '.join(parts)}, L{cfg.mul_latency}, {requant}"
 
 
 def _clock_roles(clocks: Dict[str, dict], split: bool, array_mhz: float):

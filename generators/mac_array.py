@@ -58,8 +58,8 @@ MULTIPLIERS = ("lut", "infer", "dsp", "mixed")
 #: :class:`npuforge.hdl.carry_mul.CarryMulGrid`).
 LUT_MULTIPLIERS = ("tree", "carry")
 
-#: Register stages an SB_MAC16 PE offers (operand and product registers).
-DSP_MAX_LATENCY = 2
+#: Register stages an SB_MAC16 PE in dual 8x8 mode offers (operand, product and output registers).
+DSP_MAX_LATENCY = 3
 
 #: Limits of the configuration space (validated with named errors).
 LIMITS = {
@@ -142,8 +142,8 @@ class MacArrayConfig:
         gating, ``mul_latency`` 1..4; weight-stationary arrays wait ``mul_latency - 1`` beats
         before loading new weights).
     mul_latency : int
-        Register stages in each PE multiplier (0..2; up to 4 for ``lut_multiplier="carry"``
-        without DSP PEs).
+        Register stages in each PE multiplier: 0..2 for tree logic multipliers and 16x16 DSP PEs,
+        0..3 for dual 8x8 DSP PEs, 1..4 for carry-chain logic PEs (all PEs share one latency).
     requant_radix : int
         Multiplier bits the requantizer consumes per cycle (1..31): fewer cells, more cycles per
         output; 0 is the bit-serial requantizer (multiply and rounding shift one bit per cycle,
@@ -210,9 +210,17 @@ class MacArrayConfig:
             if not 1 <= self.mul_latency <= top:
                 raise ValueError(f"mul_latency must be in 1..{top} with lut_multiplier 'carry' and "
                                  f"w_bits {self.w_bits}, not {self.mul_latency}")
-        if self.mul_latency > DSP_MAX_LATENCY and (self.dsp_pes or not self.uses_carry):
-            raise ValueError(f"mul_latency must be in 0..{DSP_MAX_LATENCY} unless every PE is a "
-                             f"carry-chain logic multiplier, not {self.mul_latency}")
+        # Each kind of PE multiplier offers its own range of pipeline stages.
+        kinds = []
+        if self.dsp_pes:
+            kinds.append(("SB_MAC16 dual 8x8 PEs", DSP_MAX_LATENCY) if self.pes_per_dsp == 2 else
+                         ("SB_MAC16 16x16 PEs", 2))
+        if self.dsp_pes < self.rows * self.cols and not self.uses_carry:
+            kinds.append(("inferred multipliers" if self.multiplier == "infer" else
+                          "tree logic multipliers", 2))
+        for kind, top in kinds:
+            if self.mul_latency > top:
+                raise ValueError(f"mul_latency must be in 0..{top} with {kind}, not {self.mul_latency}")
         if self.acc_bits is not None and self.acc_bits < self.product_bits:
             raise ValueError(f"acc_bits must be at least the product width {self.product_bits} "
                              f"(in_bits {self.in_bits} x w_bits {self.w_bits}), not {self.acc_bits}")

@@ -74,8 +74,11 @@ def _operand_shape(is_signed, width):
     return signed(width) if is_signed else unsigned(width)
 
 
-def _mac16_instance(params, *, a, b, en, o):
-    """An ``SB_MAC16`` with every parameter and input given, on the ``sync`` domain."""
+def _mac16_instance(params, *, a, b, en, o, output_reset=False):
+    """An ``SB_MAC16`` with every parameter and input given, on the ``sync`` domain.
+
+    ``output_reset`` clears the output (accumulator) registers with the domain's reset too.
+    """
     kwargs = {f"p_{name}": Const(params.get(name, 0), width) for name, width in _PARAMETER_WIDTHS.items()}
     zero16 = Const(0, 16)
     rst = ResetSignal("sync", allow_reset_less=True)
@@ -85,9 +88,11 @@ def _mac16_instance(params, *, a, b, en, o):
         i_CLK=ClockSignal("sync"), i_CE=en,
         i_A=a, i_B=b, i_C=zero16, i_D=zero16,
         i_AHOLD=Const(0, 1), i_BHOLD=Const(0, 1), i_CHOLD=Const(0, 1), i_DHOLD=Const(0, 1),
-        # Only the input and multiplier registers are used; they clear with the domain's reset.
+        # The input and multiplier registers clear with the domain's reset, and so do the output
+        # registers when they are used.
         i_IRSTTOP=rst, i_IRSTBOT=rst,
-        i_ORSTTOP=Const(0, 1), i_ORSTBOT=Const(0, 1),
+        i_ORSTTOP=rst if output_reset else Const(0, 1),
+        i_ORSTBOT=rst if output_reset else Const(0, 1),
         i_OLOADTOP=Const(0, 1), i_OLOADBOT=Const(0, 1),
         i_ADDSUBTOP=Const(0, 1), i_ADDSUBBOT=Const(0, 1),
         i_OHOLDTOP=Const(0, 1), i_OHOLDBOT=Const(0, 1),
@@ -137,6 +142,12 @@ class DualMac8x8(_Mac16Base):
     ``BOT_8x8_MULT_REG``), outputs taken straight from the 8x8 products
     (``TOPOUTPUT_SELECT = BOTOUTPUT_SELECT = 0b10``), ``A = {a1, a0}``, ``B = {b1, b0}``,
     ``O = {p1, p0}``. ``latency=1`` drops the operand registers, ``latency=0`` all registers.
+    ``latency=3`` adds the block's output registers (to match a 3-stage logic multiplier): each
+    product passes its half's accumulator adder with the other addend, ``C`` (top) or ``D``
+    (bottom), tied to zero (``TOPADDSUB_LOWERINPUT = BOTADDSUB_LOWERINPUT = 0b01``,
+    ``TOPADDSUB_UPPERINPUT = BOTADDSUB_UPPERINPUT = 1``) into the accumulator register, which
+    drives the output (``TOPOUTPUT_SELECT = BOTOUTPUT_SELECT = 0b01``) and is cleared by
+    ``ORSTTOP``/``ORSTBOT`` from the domain's reset like the other registers.
 
     Parameters
     ----------
@@ -144,7 +155,7 @@ class DualMac8x8(_Mac16Base):
         Whether the ``a`` and ``b`` operands are two's complement (the block's ``A_SIGNED`` and
         ``B_SIGNED``, applied to both halves).
     latency : int
-        Register stages, 0..2.
+        Register stages, 0..3.
     use_primitive : bool or None
         ``None``: an ``SB_MAC16`` instance when elaborated with a platform, the behavioural model
         without one. ``True``/``False`` force the instance/model (e.g. to write Verilog with the
@@ -170,7 +181,7 @@ class DualMac8x8(_Mac16Base):
     def __init__(self, a_signed=True, b_signed=True, *, latency=2, use_primitive=None):
         _check_bool(self, "a_signed", a_signed)
         _check_bool(self, "b_signed", b_signed)
-        _check_latency(self, latency, 2)
+        _check_latency(self, latency, 3)
         _check_use_primitive(self, use_primitive)
         self.a_signed = a_signed
         self.b_signed = b_signed
@@ -191,7 +202,7 @@ class DualMac8x8(_Mac16Base):
         """The ``SB_MAC16`` parameters (name to integer) the instance uses; unlisted ones are 0."""
         product_reg = int(self._latency >= 1)
         operand_reg = int(self._latency >= 2)
-        return {
+        params = {
             "MODE_8x8": 1,
             "A_SIGNED": int(self.a_signed), "B_SIGNED": int(self.b_signed),
             "A_REG": operand_reg, "B_REG": operand_reg,
@@ -200,13 +211,22 @@ class DualMac8x8(_Mac16Base):
             "PIPELINE_16x16_MULT_REG1": product_reg,
             "TOPOUTPUT_SELECT": 0b10, "BOTOUTPUT_SELECT": 0b10,
         }
+        if self._latency >= 3:
+            # Product + C (top) / D (bottom), both tied to zero, into the accumulator registers.
+            params.update({
+                "TOPADDSUB_LOWERINPUT": 0b01, "BOTADDSUB_LOWERINPUT": 0b01,
+                "TOPADDSUB_UPPERINPUT": 1, "BOTADDSUB_UPPERINPUT": 1,
+                "TOPOUTPUT_SELECT": 0b01, "BOTOUTPUT_SELECT": 0b01,
+            })
+        return params
 
     def elaborate(self, platform):
         m = Module()
         if self._use_primitive(platform):
             o = Signal(32)
             m.submodules.mac16 = _mac16_instance(
-                self.parameters, a=Cat(self.a0, self.a1), b=Cat(self.b0, self.b1), en=self.en, o=o)
+                self.parameters, a=Cat(self.a0, self.a1), b=Cat(self.b0, self.b1), en=self.en, o=o,
+                output_reset=self._latency >= 3)
             m.d.comb += [self.p0.eq(o[:16]), self.p1.eq(o[16:])]
             return m
         a0, b0, a1, b1 = self.a0, self.b0, self.a1, self.b1
@@ -216,6 +236,8 @@ class DualMac8x8(_Mac16Base):
         p0, p1 = a0 * b0, a1 * b1
         if self._latency >= 1:
             p0, p1 = _registered(m, self.en, p0, "p0_q"), _registered(m, self.en, p1, "p1_q")
+        if self._latency >= 3:
+            p0, p1 = _registered(m, self.en, p0, "p0_acc"), _registered(m, self.en, p1, "p1_acc")
         _drive_output(m, self.p0, p0, self._latency >= 1)
         _drive_output(m, self.p1, p1, self._latency >= 1)
         return m

@@ -101,8 +101,7 @@ def test_switch_pair_is_exclusive():
     (["--multiplier", "dsp9"], "multiplier must be one of 'lut', 'infer', 'dsp', 'mixed', not 'dsp9'"),
     (["--acc-bits", "8"], "acc_bits must be at least the product width 16"),
     (["--mul-latency", "5"], "mul_latency must be an integer in 0..4, not 5"),
-    (["--mul-latency", "3"], ("mul_latency must be in 0..2 unless every PE is a carry-chain logic "
-                             "multiplier, not 3")),
+    (["--mul-latency", "3"], "mul_latency must be in 0..2 with tree logic multipliers, not 3"),
     (["--lut-multiplier", "wallace"], "lut_multiplier must be one of 'tree', 'carry', not 'wallace'"),
 ])
 def test_bad_flag_values_name_the_parameter(argv, message):

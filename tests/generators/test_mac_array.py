@@ -42,6 +42,9 @@ def test_random_shapes_int8(dataflow, rows, cols, m, k, n, seed):
     {"multiplier": "dsp"}, {"multiplier": "dsp", "mul_latency": 1, "dataflow": "ws"},
     {"multiplier": "mixed", "dsp_blocks": 3}, {"multiplier": "dsp", "in_bits": 12},
     {"multiplier": "lut", "mul_latency": 2}, {"multiplier": "dsp", "in_signed": False, "mul_latency": 0},
+    {"multiplier": "dsp", "mul_latency": 3},
+    {"multiplier": "mixed", "dsp_blocks": 3, "lut_multiplier": "carry", "mul_latency": 3},
+    {"multiplier": "mixed", "dsp_blocks": 3, "lut_multiplier": "carry", "mul_latency": 3, "dataflow": "ws"},
 ])
 def test_multiplier_allocations(kwargs):
     # DSP-block PEs (dual 8x8 or 16x16 models), pipelined LUT PEs and mixes: same results.
@@ -63,7 +66,7 @@ def test_multiplier_allocations(kwargs):
 def test_carry_chain_pes(dataflow, rows, cols, latency, dsp_blocks, in_type, w_type, m, k, n, seed):
     # Carry-chain logic PEs (alone or beside DSP PEs), any latency they allow, ragged tiles.
     (a_bits, a_signed), (b_bits, b_signed) = in_type, w_type
-    latency = min(latency, b_bits, 2 if dsp_blocks else 4)
+    latency = min(latency, b_bits, 3 if dsp_blocks else 4)
     dsp = {} if dsp_blocks is None else {"multiplier": "mixed",
                                          "dsp_blocks": min(dsp_blocks, rows * cols // 2)}
     cfg = MacArrayConfig(rows=rows, cols=cols, dataflow=dataflow, in_bits=a_bits,
@@ -278,10 +281,13 @@ def test_derived_accumulator_matches_golden_bound():
      "mul_latency must be in 1..4 with lut_multiplier 'carry' and w_bits 8, not 0"),
     ({"lut_multiplier": "carry", "mul_latency": 3, "w_bits": 2}, ValueError,
      "mul_latency must be in 1..2 with lut_multiplier 'carry' and w_bits 2, not 3"),
-    ({"multiplier": "mixed", "dsp_blocks": 2, "lut_multiplier": "carry", "mul_latency": 3}, ValueError,
-     "mul_latency must be in 0..2 unless every PE is a carry-chain logic multiplier, not 3"),
-    ({"mul_latency": 3}, ValueError,
-     "mul_latency must be in 0..2 unless every PE is a carry-chain logic multiplier, not 3"),
+    ({"multiplier": "mixed", "dsp_blocks": 2, "lut_multiplier": "carry", "mul_latency": 4}, ValueError,
+     "mul_latency must be in 0..3 with SB_MAC16 dual 8x8 PEs, not 4"),
+    ({"multiplier": "dsp", "in_bits": 12, "mul_latency": 3}, ValueError,
+     "mul_latency must be in 0..2 with SB_MAC16 16x16 PEs, not 3"),
+    ({"mul_latency": 3}, ValueError, "mul_latency must be in 0..2 with tree logic multipliers, not 3"),
+    ({"multiplier": "infer", "mul_latency": 3}, ValueError,
+     "mul_latency must be in 0..2 with inferred multipliers, not 3"),
 ])
 def test_config_errors(kwargs, exc, message):
     with pytest.raises(exc, match="^" + message.replace("(", r"\(").replace(")", r"\)")

@@ -27,7 +27,7 @@ except ImportError:  # tests/ is on sys.path only when a tests/conftest.py exist
     from tools import require_tool, run_tool, tools_required
 
 BOOLS = (True, False)
-DUAL_CONFIGS = [(sa, sb, lat) for sa in BOOLS for sb in BOOLS for lat in (0, 1, 2)]
+DUAL_CONFIGS = [(sa, sb, lat) for sa in BOOLS for sb in BOOLS for lat in (0, 1, 2, 3)]
 MAC16_CONFIGS = [(sa, sb, lat) for sa in BOOLS for sb in BOOLS for lat in (0, 1, 2, 3)]
 
 
@@ -291,6 +291,23 @@ def test_dual_instance_parameters():
     assert len(params) == 20
 
 
+def test_dual_latency3_instance_parameters():
+    # The products pass the accumulator adders (other addend C/D = 0) into the output registers,
+    # which the domain's reset clears like the others.
+    text = rtlil.convert(DualMac8x8(False, True, latency=3, use_primitive=True), name="top")
+    (params,) = _cell_parameters(text, "SB_MAC16")
+    want = {"MODE_8x8": 1, "A_SIGNED": 0, "B_SIGNED": 1, "A_REG": 1, "B_REG": 1,
+            "TOP_8x8_MULT_REG": 1, "BOT_8x8_MULT_REG": 1, "PIPELINE_16x16_MULT_REG1": 1,
+            "TOPADDSUB_LOWERINPUT": 0b01, "BOTADDSUB_LOWERINPUT": 0b01,
+            "TOPADDSUB_UPPERINPUT": 1, "BOTADDSUB_UPPERINPUT": 1,
+            "TOPOUTPUT_SELECT": 0b01, "BOTOUTPUT_SELECT": 0b01}
+    assert {k: params[k] for k in want} == want
+    assert all(v == 0 for k, v in params.items() if k not in want)
+    assert re.search(r"connect \\ORSTTOP \\rst\b", text)
+    assert re.search(r"connect \\ORSTBOT \\rst\b", text)
+    assert _elaborated(DualMac8x8(latency=3)).latency == 3
+
+
 def test_instance_iff_platform_by_default():
     for dut_class in (DualMac8x8, Mac16x16):
         assert "SB_MAC16" not in rtlil.convert(dut_class(), name="top")
@@ -300,7 +317,7 @@ def test_instance_iff_platform_by_default():
                                                platform=_Platform())
 
 
-@pytest.mark.parametrize("dut_class,max_latency", [(DualMac8x8, 2), (Mac16x16, 3)])
+@pytest.mark.parametrize("dut_class,max_latency", [(DualMac8x8, 3), (Mac16x16, 3)])
 def test_parameter_errors(dut_class, max_latency):
     with pytest.raises(TypeError, match=r"^a_signed must be True or False, not 1$"):
         dut_class(1, True)
