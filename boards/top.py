@@ -131,8 +131,11 @@ def fill_config(board, base=None, *, headroom=0.92):
     """The biggest array (most MACs per cycle) whose shell design fits ``board`` by the estimate.
 
     PEs go to the board's DSP blocks first (two int8 PEs per SB_MAC16 in dual 8x8 mode), then to
-    logic cells. Every other parameter comes from ``base``. ``headroom`` keeps a margin of logic
-    cells for placement (the estimate is within about 15 % of nextpnr's count).
+    logic cells, as carry-chain multipliers (``lut_multiplier="carry"``, at least three pipeline
+    stages) unless ``base`` asks for operand gating, which they do not offer; results are
+    requantized by the bit-serial unit (``requant_radix=0``: a board's UART is slower still).
+    Every other parameter comes from ``base``. ``headroom`` keeps a margin of logic cells for
+    placement (the estimate is within about 15 % of nextpnr's count).
 
     Returns
     -------
@@ -147,6 +150,10 @@ def fill_config(board, base=None, *, headroom=0.92):
 
     spec = board if isinstance(board, BoardSpec) else get_board(board)
     base = base or MacArrayConfig()
+    compact = {"requant_radix": 0}
+    if not base.operand_gating:
+        compact.update(lut_multiplier="carry", mul_latency=max(3, base.mul_latency))
+    base = replace(base, **compact)
     budget = spec.budget.as_dict()
     best = None
     for rows in range(1, 17):
@@ -155,11 +162,21 @@ def fill_config(board, base=None, *, headroom=0.92):
             per_dsp = 2 if base.in_bits <= 8 and base.w_bits <= 8 else 1
             blocks = min(budget["dsp"], -(-pes // per_dsp))
             if blocks == 0:
-                cand = replace(base, rows=rows, cols=cols, multiplier="lut", dsp_blocks=None)
+                alloc = {"multiplier": "lut", "dsp_blocks": None}
             elif blocks * per_dsp >= pes:
-                cand = replace(base, rows=rows, cols=cols, multiplier="dsp", dsp_blocks=None)
+                alloc = {"multiplier": "dsp", "dsp_blocks": None}
             else:
-                cand = replace(base, rows=rows, cols=cols, multiplier="mixed", dsp_blocks=blocks)
+                alloc = {"multiplier": "mixed", "dsp_blocks": blocks}
+            cand = None
+            # 16x16 DSP PEs offer two pipeline stages, not the carry PEs' three.
+            for latency in dict.fromkeys((base.mul_latency, 2)):
+                try:
+                    cand = replace(base, rows=rows, cols=cols, mul_latency=latency, **alloc)
+                    break
+                except ValueError:
+                    continue
+            if cand is None:
+                continue
             need = shell_resources(cand)
             if need["logic_cells"] > headroom * budget["logic_cells"] or any(
                     need[k] > budget[k] for k in ("bram", "spram", "dsp")):

@@ -344,13 +344,14 @@ class MacArrayConfig:
         requant_lc = 480 + 90 * self.requant_radix if self.requant_radix else 220
         ctrl_lc = 900 + requant_lc
         bram = 0
-        for bits, width in ((self.memory_bits["x"], self.rows * self.in_bits),
-                            (self.memory_bits["w"], self.cols * self.w_bits),
-                            (self.memory_bits["acc"], self.cols * self.accumulator_bits),
-                            (self.max_n * 32, 32), (self.max_n * 31, 31), (self.max_n * 5, 5)):
-            if bits:
-                # An EBR is 4096 bits, at most 16 bits wide: a wide word spans several blocks.
-                bram += max(math.ceil(width / 16), math.ceil(bits / 4096))
+        for depth, width in ((self.x_words, self.rows * self.in_bits),
+                             (self.w_words, self.cols * self.w_bits),
+                             (self.acc_words, self.cols * self.accumulator_bits),
+                             (self.max_n, 32), (self.max_n, 31), (self.max_n, 5)):
+            if depth:
+                # An EBR is 4096 bits as 256x16, 512x8, 1024x4 or 2048x2: the best geometry.
+                bram += min(math.ceil(width / (16 >> g)) * math.ceil(depth / (256 << g))
+                            for g in range(4))
         return {"logic_cells": int(pes * pe_lc + mul_lc + ctrl_lc), "bram": bram, "spram": 0,
                 "dsp": self.dsp_count}
 

@@ -72,6 +72,17 @@ def test_fill_config_uses_dsp_blocks_first_and_fits():
         fill_config("icestick")
 
 
+def test_fill_config_picks_the_compact_variants():
+    # Carry-chain logic PEs (three stages) and the serial requantizer, unless the base asks for
+    # operand gating (which carry PEs do not offer); 16x16 DSP PEs cap the latency at 2.
+    cfg = fill_config("icebreaker")
+    assert (cfg.lut_multiplier, cfg.mul_latency, cfg.requant_radix) == ("carry", 3, 0)
+    gated = fill_config("icebreaker", MacArrayConfig(operand_gating=True))
+    assert gated.lut_multiplier == "tree" and gated.operand_gating
+    wide = fill_config("icebreaker", MacArrayConfig(in_bits=12))
+    assert wide.pes_per_dsp == 1 and wide.mul_latency == 2 and wide.dsp_count == 8
+
+
 def test_baud_limits():
     with pytest.raises(ValueError, match="^baud must be at most"):
         BoardTop(SMALL, "icebreaker", baud=12_000_000)
