@@ -271,6 +271,17 @@ class MacArrayConfig:
         return 2 if self.in_bits <= 8 and self.w_bits <= 8 else 1
 
     @property
+    def dsp_weight_hold(self):
+        """Whether weight-stationary DSP PEs keep their weight in the SB_MAC16's B register.
+
+        Both PEs of a dual 8x8 block must then sit in one array row (an even column count), and
+        the block needs its operand registers (``mul_latency`` >= 2); operand gating keeps its own
+        registers in front of the block instead.
+        """
+        return (self.dataflow == "ws" and self.dsp_pes > 0 and self.pes_per_dsp == 2
+                and self.mul_latency >= 2 and self.cols % 2 == 0 and not self.operand_gating)
+
+    @property
     def uses_carry(self):
         """Whether some PEs multiply with carry-chain rows (:class:`CarryMulGrid`)."""
         return (self.lut_multiplier == "carry" and self.multiplier in ("lut", "mixed")
@@ -702,15 +713,20 @@ class MacCore(wiring.Component):
         return stages
 
     def _multipliers(self, m, cen, shape_a, shape_b, count_i, count_j, prefix,
-                     row_ops=None, col_ops=None, pe_ops=None):
+                     row_ops=None, col_ops=None, pe_ops=None, weight_load=None):
         """A grid of PE multiplier slots (``a``, ``b``, ``p``), allocated as the config says.
 
         The first ``dsp_pes`` PEs in row-major order multiply on SB_MAC16 blocks (two per block in
         dual 8x8 mode); the rest in logic. Every variant has the same latency, so the array's
         control does not see the difference.
+
+        ``weight_load`` (weight-stationary, see :attr:`MacArrayConfig.dsp_weight_hold`) is
+        ``(data, load)``: per column the weight being loaded, per row whether it loads now. DSP PEs
+        then take their weight straight into the block's B register, which holds it.
         """
         cfg = self.config
         lat = cfg.mul_latency
+        hold = weight_load if cfg.dsp_weight_hold else None
         p_shape = product_shape(shape_a, shape_b)
         slots = [[None] * count_j for _ in range(count_i)]
         dual = None
@@ -740,9 +756,13 @@ class MacCore(wiring.Component):
                         dual = DualMac8x8(shape_a.signed, shape_b.signed, latency=lat)
                         m.submodules[f"{prefix}_dsp{idx // 2}"] = dual
                         m.d.comb += dual.en.eq(cen)
+                        if hold is not None:
+                            # Both lanes sit in row i (the column count is even).
+                            m.d.comb += dual.b_hold.eq(~hold[1][i])
                     a_port, b_port, p_port = ((dual.a0, dual.b0, dual.p0) if lane == 0 else
                                               (dual.a1, dual.b1, dual.p1))
-                    m.d.comb += [a_port.eq(slot.a), b_port.eq(slot.b), slot.p.eq(p_port)]
+                    b_source = slot.b if hold is None else hold[0][j]
+                    m.d.comb += [a_port.eq(slot.a), b_port.eq(b_source), slot.p.eq(p_port)]
                     continue
                 if grid is not None and idx >= cfg.dsp_pes:
                     m.d.comb += slot.p.eq(grid.p[idx])
@@ -946,7 +966,10 @@ class MacCore(wiring.Component):
         phase = Signal(2)   # 0: wait for the bank, 1: load weights, 2: compute, 3: settle
         # Carry-chain PEs read their stationary weight in every pipeline stage: new weights wait
         # until the last product of the old ones has passed stage `mul_latency - 1`.
-        settle_beats = cfg.mul_latency - 1 if cfg.uses_carry else 0
+        # Likewise DSP PEs that hold their weight in the block's B register: the product of the
+        # last beat is formed one cycle after its operands entered the block.
+        settle_beats = max(cfg.mul_latency - 1 if cfg.uses_carry else 0,
+                           1 if cfg.dsp_weight_hold else 0)
         settle = Signal(range(settle_beats + 1))
         after = Signal(2)   # the phase that follows the settle beats
         issue = Signal(ctrl_layout)
@@ -1030,14 +1053,19 @@ class MacCore(wiring.Component):
         ctrl = self._ctrl_pipeline(m, ctrl_layout, S, cen, issue)
         a_reg = [Signal(cfg.in_shape, name=f"a_row{i}") for i in range(R)]
         wt = [[Signal(cfg.w_shape, name=f"wt_{i}_{j}") for j in range(C)] for i in range(R)]
+        # The weight row being loaded (zeros past K) and which PE row takes it.
+        w_load = [Signal(cfg.w_shape, name=f"w_load_{j}") for j in range(C)]
+        row_load = [Signal(name=f"w_row_load_{i}") for i in range(R)]
+        m.d.comb += [w_load[j].eq(Mux(ctrl[1].zero, 0, w_rd.data[j])) for j in range(C)]
+        m.d.comb += [row_load[i].eq(ctrl[1].wload & (ctrl[1].row == i)) for i in range(R)]
         with m.If(cen):
             m.d.sync += [a_reg[i].eq(x_rd.data[i]) for i in range(R)]
-            with m.If(ctrl[1].wload):
-                for i in range(R):
-                    with m.If(ctrl[1].row == i):
-                        m.d.sync += [wt[i][j].eq(Mux(ctrl[1].zero, 0, w_rd.data[j])) for j in range(C)]
+            for i in range(R):
+                with m.If(row_load[i]):
+                    m.d.sync += [wt[i][j].eq(w_load[j]) for j in range(C)]
         muls = self._multipliers(m, cen, cfg.in_shape, cfg.w_shape, R, C, "pe", a_reg,
-                                 pe_ops=[wt[i][j] for i in range(R) for j in range(C)])
+                                 pe_ops=[wt[i][j] for i in range(R) for j in range(C)],
+                                 weight_load=(w_load, row_load))
         for i in range(R):
             for j in range(C):
                 self._feed(m, cen, muls[i][j], a_reg[i], wt[i][j], f"{i}_{j}")

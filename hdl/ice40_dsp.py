@@ -13,6 +13,9 @@ The block's registers have an asynchronous reset (``IRSTTOP``/``IRSTBOT``); the 
 from the ``sync`` domain's reset. With a reset synchronous to the clock, as Amaranth's platforms make
 it, the only visible difference to a synchronous reset is that the output reads zero already in the
 cycle in which the reset rises; the model masks its output with the reset to match.
+
+:class:`DualMac8x8` exposes the block's ``BHOLD`` pin as ``b_hold``: a weight-stationary array can
+keep its weights in the block's own ``B`` operand register instead of in logic cells.
 """
 
 from amaranth.hdl import (
@@ -74,10 +77,11 @@ def _operand_shape(is_signed, width):
     return signed(width) if is_signed else unsigned(width)
 
 
-def _mac16_instance(params, *, a, b, en, o, output_reset=False):
+def _mac16_instance(params, *, a, b, en, o, b_hold=None, output_reset=False):
     """An ``SB_MAC16`` with every parameter and input given, on the ``sync`` domain.
 
-    ``output_reset`` clears the output (accumulator) registers with the domain's reset too.
+    ``b_hold`` drives ``BHOLD`` (tied low when ``None``); ``output_reset`` clears the output
+    (accumulator) registers with the domain's reset too.
     """
     kwargs = {f"p_{name}": Const(params.get(name, 0), width) for name, width in _PARAMETER_WIDTHS.items()}
     zero16 = Const(0, 16)
@@ -87,7 +91,8 @@ def _mac16_instance(params, *, a, b, en, o, output_reset=False):
         **kwargs,
         i_CLK=ClockSignal("sync"), i_CE=en,
         i_A=a, i_B=b, i_C=zero16, i_D=zero16,
-        i_AHOLD=Const(0, 1), i_BHOLD=Const(0, 1), i_CHOLD=Const(0, 1), i_DHOLD=Const(0, 1),
+        i_AHOLD=Const(0, 1), i_BHOLD=Const(0, 1) if b_hold is None else b_hold,
+        i_CHOLD=Const(0, 1), i_DHOLD=Const(0, 1),
         # The input and multiplier registers clear with the domain's reset, and so do the output
         # registers when they are used.
         i_IRSTTOP=rst, i_IRSTBOT=rst,
@@ -137,6 +142,17 @@ class DualMac8x8(_Mac16Base):
     clock-enabled cycles earlier. Both products share the block's single clock enable ``en``: a
     low ``en`` freezes every register of the block. The domain's reset clears them.
 
+    ``b_hold`` (the block's ``BHOLD``) keeps the ``B`` operand register, both halves (``b0`` and
+    ``b1``) together, at its value: that register loads ``{b1, b0}`` at a clock edge only when
+    ``en`` is high and ``b_hold`` is low. ``p0`` and ``p1`` then go on multiplying the new ``a0``
+    and ``a1`` with the held operands, whatever sits on ``b0`` and ``b1``, so a weight-stationary
+    array needs no weight registers of its own. ``b_hold`` acts only inside the clock enable (with
+    ``en`` low nothing loads anyway) and the domain's reset takes precedence over it: a reset
+    clears the held operands to zero, and they stay zero until a clock-enabled edge with
+    ``b_hold`` low loads new ones. Only ``latency`` 2 and 3 have the operand register; at 0 and 1
+    ``b`` goes straight to the multipliers and ``b_hold`` has no effect (the port exists at every
+    latency so that connections do not depend on it).
+
     With the default ``latency=2`` the block is configured as the hand-written MARLANN design does
     it: operand registers (``A_REG``, ``B_REG``) and product registers (``TOP_8x8_MULT_REG``,
     ``BOT_8x8_MULT_REG``), outputs taken straight from the 8x8 products
@@ -167,6 +183,8 @@ class DualMac8x8(_Mac16Base):
     b0, b1 : ``In(signed(8))`` or ``In(unsigned(8))``
     en : ``In(1)``
         Clock enable (``CE``).
+    b_hold : ``In(1)``
+        Keep the registered ``b0`` and ``b1`` (``BHOLD``); no effect at ``latency`` 0 and 1.
     p0, p1 : ``Out(signed(16))``, or ``Out(unsigned(16))`` when both operands are unsigned.
 
     Raises
@@ -193,7 +211,7 @@ class DualMac8x8(_Mac16Base):
         super().__init__({
             "a0": In(self.a_shape), "b0": In(self.b_shape),
             "a1": In(self.a_shape), "b1": In(self.b_shape),
-            "en": In(1),
+            "en": In(1), "b_hold": In(1),
             "p0": Out(self.p_shape), "p1": Out(self.p_shape),
         })
 
@@ -226,13 +244,15 @@ class DualMac8x8(_Mac16Base):
             o = Signal(32)
             m.submodules.mac16 = _mac16_instance(
                 self.parameters, a=Cat(self.a0, self.a1), b=Cat(self.b0, self.b1), en=self.en, o=o,
-                output_reset=self._latency >= 3)
+                b_hold=self.b_hold, output_reset=self._latency >= 3)
             m.d.comb += [self.p0.eq(o[:16]), self.p1.eq(o[16:])]
             return m
         a0, b0, a1, b1 = self.a0, self.b0, self.a1, self.b1
         if self._latency >= 2:
-            a0, b0, a1, b1 = (_registered(m, self.en, v, f"{n}_q")
-                              for v, n in ((a0, "a0"), (b0, "b0"), (a1, "a1"), (b1, "b1")))
+            a0, a1 = _registered(m, self.en, a0, "a0_q"), _registered(m, self.en, a1, "a1_q")
+            # BHOLD sits inside the clock enable, and the reset overrides both (cells_sim.v).
+            b_load = self.en & ~self.b_hold
+            b0, b1 = _registered(m, b_load, b0, "b0_q"), _registered(m, b_load, b1, "b1_q")
         p0, p1 = a0 * b0, a1 * b1
         if self._latency >= 1:
             p0, p1 = _registered(m, self.en, p0, "p0_q"), _registered(m, self.en, p1, "p1_q")

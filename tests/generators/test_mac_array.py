@@ -89,6 +89,28 @@ def test_carry_chain_ws_weights_wait_for_products_in_flight(latency):
         _check(cfg, _rand(rng, (m, 11), 8, True), _rand(rng, (11, 5), 8, True))
 
 
+@pytest.mark.parametrize("latency", [2, 3])
+@pytest.mark.parametrize("kwargs", [{"multiplier": "dsp"},
+                                    {"multiplier": "mixed", "dsp_blocks": 3, "lut_multiplier": "carry"}])
+def test_ws_dsp_pes_hold_weights_in_the_block(latency, kwargs):
+    # Weight-stationary DSP PEs keep their weight in the SB_MAC16's B register (BHOLD); a new
+    # weight row waits one beat for the product of the last one (M = 1 is the tightest case).
+    cfg = MacArrayConfig(rows=3, cols=4, dataflow="ws", mul_latency=latency, max_m=4, max_k=16,
+                         max_n=8, **kwargs)
+    assert cfg.dsp_weight_hold
+    rng = np.random.default_rng(latency)
+    for m in (1, 4):
+        _check(cfg, _rand(rng, (m, 11), 8, True), _rand(rng, (11, 7), 8, True))
+
+
+def test_dsp_weight_hold_conditions():
+    ws = dict(dataflow="ws", multiplier="dsp", mul_latency=2, rows=2, cols=4)
+    assert MacArrayConfig(**ws).dsp_weight_hold
+    for change in ({"dataflow": "os"}, {"mul_latency": 1}, {"cols": 3}, {"operand_gating": True},
+                   {"in_bits": 12}):
+        assert not MacArrayConfig(**{**ws, **change}).dsp_weight_hold, change
+
+
 @pytest.mark.parametrize("dataflow", ["os", "ws"])
 def test_carry_chain_extremes_and_requant(dataflow):
     # Every operand at its extreme (-128 * -128 everywhere) and requantized outputs.

