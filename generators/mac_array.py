@@ -613,12 +613,16 @@ class MacCore(wiring.Component):
         # -- run control ----------------------------------------------------------------------------
         m.d.comb += busy.eq(running | ~array_idle | drain.valid | go)
         m.d.comb += self.busy.eq(busy)
-        # `busy` gathers the whole pipeline: it enters the counter as its carry-in, not as the
-        # clock enable of 32 flip-flops spread over the die.
-        with m.If(go & ~busy):
+        # `busy` gathers the whole pipeline: the counter adds its registered copy, so neither the
+        # 32 flip-flops' clock enables nor the carry chain wait for it. A run's count (its busy
+        # cycles, from `go` on) is complete one cycle after `busy` falls; `go` comes at least two
+        # cycles after it (START is only taken while `load_ok`, a registered ~busy, is high).
+        counting = Signal()
+        m.d.sync += counting.eq(busy)
+        with m.If(go & ~counting):
             m.d.sync += self.cycles.eq(0)
         with m.Else():
-            m.d.sync += self.cycles.eq(self.cycles + busy)
+            m.d.sync += self.cycles.eq(self.cycles + counting)
         return m
 
     @staticmethod
