@@ -914,11 +914,13 @@ class MacCore(wiring.Component):
         d_busy = Signal()
         d_i, d_j = Signal(range(R)), Signal(range(C))
         d_n0 = Signal(self._counter(cfg.max_n))
-        d_rows, d_cols = Signal(range(R + 1)), Signal(range(C + 1))
+        # The tile's last valid row and column, registered at capture: the drain's compares see
+        # registers, not subtractions.
+        d_row_last, d_col_last = Signal(range(R)), Signal(range(C))
         capture = ctrl[P].valid & ctrl[P].last
         m.d.comb += cen.eq(~(capture & d_busy))
 
-        emit = d_busy & (d_j < d_cols)
+        emit = d_busy & (d_j <= d_col_last)
         m.d.comb += [
             drain.valid.eq(emit),
             drain.payload.acc.eq(shadow[0]),
@@ -931,12 +933,12 @@ class MacCore(wiring.Component):
                 m.d.sync += [d_j.eq(0), d_i.eq(d_i + 1)]
             with m.Else():
                 m.d.sync += d_j.eq(d_j + 1)
-            with m.If((d_i == d_rows - 1) & (d_j == d_cols - 1)):
+            with m.If((d_i == d_row_last) & (d_j == d_col_last)):
                 m.d.sync += d_busy.eq(0)
         with m.If(capture & ~d_busy):
             m.d.sync += [shadow[i * C + j].eq(sums[i][j]) for i in range(R) for j in range(C)]
             m.d.sync += [d_busy.eq(1), d_i.eq(0), d_j.eq(0), d_n0.eq(ctrl[P].n0),
-                         d_rows.eq(ctrl[P].rows_valid), d_cols.eq(ctrl[P].cols_valid)]
+                         d_row_last.eq(ctrl[P].rows_valid - 1), d_col_last.eq(ctrl[P].cols_valid - 1)]
 
         in_flight = Cat(*(c.valid for c in ctrl[1:]))
         return ~in_flight.any() & ~d_busy
