@@ -19,6 +19,8 @@ __all__ = ["ActivityReport", "count_vcd_toggles", "datapath_activity"]
 # Each net once: the multiplier instances' ports and internal nodes, the accumulators, the masked
 # products and column sums (weight-stationary); not the aliases of the same nets outside them.
 _DATAPATH = re.compile(r"\.pe_\d+_\d+\.(a|b|p|result|pp\d+_\d+)$|(^|\.)(acc_|sum_|gp_|colsum_)")
+# The accumulator memory's own view of its port signals: the same nets as the ports.
+_ALIASES = re.compile(r"\.acc_mem\.")
 _CLOCKS = re.compile(r"\.(clk|rst)$")
 
 
@@ -58,7 +60,8 @@ def count_vcd_toggles(path, select=None):
     Returns
     -------
     dict
-        ``{name: toggles}``; a change from ``x`` counts no toggle.
+        ``{name: toggles}``; a change from ``x`` counts no toggle. Aliases of one net (names
+        sharing a VCD identifier) count once, under the first selected name.
     """
     ids = {}             # VCD identifier -> list of names
     scope = []
@@ -79,8 +82,10 @@ def count_vcd_toggles(path, select=None):
                     parts = line.split()
                     ident, name = parts[3], parts[4]
                     full = ".".join(scope + [name])
-                    if select is None or select(full):
-                        ids.setdefault(ident, []).append(full)
+                    # Aliases of one net share its identifier: it counts once, under the first
+                    # selected name.
+                    if ident not in ids and (select is None or select(full)):
+                        ids[ident] = [full]
                 elif line.startswith("$enddefinitions"):
                     in_defs = False
                 continue
@@ -119,7 +124,8 @@ def datapath_activity(config, x, w, bias=None, requant=None):
         vcd = Path(tmp) / "run.vcd"
         result = simulate_gemm(config, x, w, bias, requant, vcd=vcd)
         counts = count_vcd_toggles(
-            vcd, lambda name: bool(_DATAPATH.search(name)) and not _CLOCKS.search(name))
+            vcd, lambda name: (bool(_DATAPATH.search(name)) and not _CLOCKS.search(name)
+                               and not _ALIASES.search(name)))
     m, k = result.y.shape[0], len(w)
     n = result.y.shape[1]
     return ActivityReport(toggles=sum(counts.values()), macs=m * k * n, cycles=result.cycles,
