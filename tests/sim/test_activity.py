@@ -19,8 +19,10 @@ def test_count_vcd_toggles_hand_written(tmp_path):
     assert count_vcd_toggles(path, lambda name: name.endswith("bus")) == {"top.bus": 5}
 
 
-@pytest.mark.parametrize("dataflow,least", [("os", 0.25), ("ws", 0.12)])
-def test_operand_gating_cuts_toggles_on_relu_activations(dataflow, least):
+# Savings measured: os 28 %, ws 24 %; without zeros gating costs os ~0 %, ws ~12 % (its masked
+# products are one more net per PE).
+@pytest.mark.parametrize("dataflow,least,dense_cost", [("os", 0.25, 0.03), ("ws", 0.20, 0.15)])
+def test_operand_gating_cuts_toggles_on_relu_activations(dataflow, least, dense_cost):
     rng = np.random.default_rng(5)
     x = rng.integers(-128, 128, (16, 16))
     x[x < 0] = 0                                   # post-ReLU: about half the activations are 0
@@ -35,7 +37,7 @@ def test_operand_gating_cuts_toggles_on_relu_activations(dataflow, least):
     dense = rng.integers(1, 128, (16, 16))
     d0 = datapath_activity(MacArrayConfig(**kw), dense, w)
     d1 = datapath_activity(MacArrayConfig(operand_gating=True, **kw), dense, w)
-    assert abs(d1.toggles - d0.toggles) / d0.toggles < 0.12
+    assert abs(d1.toggles - d0.toggles) / d0.toggles < dense_cost
 
 
 @pytest.mark.parametrize("kwargs", [{"dataflow": "os"}, {"dataflow": "ws"},
