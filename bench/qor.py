@@ -99,9 +99,9 @@ def _carry(rows, cols, latency=2):
     return _cfg(rows, cols, lut_multiplier="carry", mul_latency=latency, requant_radix=0)
 
 
-def _mixed_carry(rows, cols, dataflow="os"):
+def _mixed_carry(rows, cols, dataflow="os", latency=2):
     # All 8 DSP blocks first, carry-chain logic multipliers for the other PEs.
-    return _cfg(rows, cols, "mixed", dsp_blocks=8, mul_latency=2, lut_multiplier="carry",
+    return _cfg(rows, cols, "mixed", dsp_blocks=8, mul_latency=latency, lut_multiplier="carry",
                 dataflow=dataflow, requant_radix=0)
 
 
@@ -128,10 +128,19 @@ DESIGNS = (
     Design("hx8k-4x6-lut-l2-pll42", HX8K, _cfg(4, 6, mul_latency=2), PLL_HZ, precheck=False),
     Design("hx8k-4x6-carry-pll42", HX8K, _carry(4, 6), PLL_HZ, precheck=False),
     Design("hx8k-4x8-carry-pll42", HX8K, _carry(4, 8), PLL_HZ, precheck=False),
+    Design("hx8k-4x8-carry-pll72", HX8K, _carry(4, 8), 72e6, precheck=False),
     Design("up5k-4x6-mixed-carry-pll42", UP5K, _mixed_carry(4, 6), PLL_HZ, precheck=False),
     Design("up5k-4x8-mixed-carry-pll42", UP5K, _mixed_carry(4, 8), PLL_HZ, precheck=False),
     Design("up5k-8x4-ws-mixed-carry-pll42", UP5K, _mixed_carry(8, 4, "ws"), PLL_HZ, precheck=False),
     Design("up5k-6x4-ws-mixed-carry-pll42", UP5K, _mixed_carry(6, 4, "ws"), PLL_HZ, precheck=False),
+    Design("up5k-4x6-mixed-carry-l3-pll42", UP5K, _mixed_carry(4, 6, latency=3), PLL_HZ,
+           precheck=False),
+    Design("up5k-6x4-ws-mixed-carry-l3-pll42", UP5K, _mixed_carry(6, 4, "ws", 3), PLL_HZ,
+           precheck=False),
+    Design("up5k-8x4-ws-mixed-carry-l3-pll42", UP5K, _mixed_carry(8, 4, "ws", 3), PLL_HZ,
+           precheck=False),
+    Design("up5k-4x7-mixed-carry-l3-pll42", UP5K, _mixed_carry(4, 7, latency=3), PLL_HZ,
+           precheck=False),
 )
 
 
