@@ -916,7 +916,8 @@ class MacCore(wiring.Component):
         d_n0 = Signal(self._counter(cfg.max_n))
         # The tile's last valid row and column, registered at capture: the drain's compares see
         # registers, not subtractions.
-        d_row_last, d_col_last = Signal(range(R)), Signal(range(C))
+        d_row_last = Signal(range(R), name="d_row_last")
+        d_col_last = Signal(range(C), name="d_col_last")
         capture = ctrl[P].valid & ctrl[P].last
         m.d.comb += cen.eq(~(capture & d_busy))
 
@@ -1055,7 +1056,11 @@ class MacCore(wiring.Component):
         # -- pipeline -------------------------------------------------------------------------------
         L = cfg.mul_latency
         P = 2 + L + cfg.operand_gating     # products valid
-        S = P + 1           # column sums registered; accumulator read data valid; write back
+        # Column adder trees of more than two products register their first level of sums: the
+        # flip-flops share cells with the adders, and a DSP output no longer runs through
+        # every level in one cycle.
+        tree_stage = R > 2
+        S = P + 1 + tree_stage  # column sums registered; accumulator read data valid; write back
         ctrl = self._ctrl_pipeline(m, ctrl_layout, S, cen, issue)
         a_reg = [Signal(cfg.in_shape, name=f"a_row{i}") for i in range(R)]
         wt = [[Signal(cfg.w_shape, name=f"wt_{i}_{j}") for j in range(C)] for i in range(R)]
@@ -1079,6 +1084,15 @@ class MacCore(wiring.Component):
         colsum = [Signal(signed(colsum_bits), name=f"colsum_{j}") for j in range(C)]
         for j in range(C):
             terms = [muls[i][j].p for i in range(R)]
+            if tree_stage:
+                firsts = []
+                for t in range(0, R, 2):
+                    pair = terms[t] + terms[t + 1] if t + 1 < R else terms[t]
+                    reg = Signal(signed(cfg.product_bits + 1), name=f"colsum_{j}_l1_{t // 2}")
+                    with m.If(cen):
+                        m.d.sync += reg.eq(pair)
+                    firsts.append(reg)
+                terms = firsts
             while len(terms) > 1:
                 terms = [terms[t] + terms[t + 1] for t in range(0, len(terms) - 1, 2)] + \
                         ([terms[-1]] if len(terms) % 2 else [])
@@ -1089,11 +1103,11 @@ class MacCore(wiring.Component):
                                                 depth=cfg.acc_words, init=[])
         acc_rd = acc_mem.read_port()
         acc_wr = acc_mem.write_port()
-        # Read at stage P so that the old value arrives with the column sums at stage S; the same
+        # Read at stage S - 1 so that the old value arrives with the column sums at stage S; the same
         # row is read again at least M + rows beats later, after this write has landed.
         m.d.comb += [
             acc_rd.en.eq(cen),
-            acc_rd.addr.eq(Mux(ctrl[P].bank, max_m, 0) + ctrl[P].m),
+            acc_rd.addr.eq(Mux(ctrl[S - 1].bank, max_m, 0) + ctrl[S - 1].m),
             acc_wr.addr.eq(Mux(ctrl[S].bank, max_m, 0) + ctrl[S].m),
             acc_wr.en.eq(cen & ctrl[S].valid),
         ]
