@@ -963,11 +963,19 @@ class MacCore(wiring.Component):
         })
         # -- sequencer: for n0 (outer), for k0: load `rows` weight rows, then M compute beats ----
         # k_left / n_left count down what is still to tile (comparisons with constants only).
-        n0, k0 = Signal(self._counter(cfg.max_n)), Signal(self._counter(cfg.max_k))
-        r, mm = Signal(range(R)), Signal(self._counter(cfg.max_m))
-        k_left, n_left = Signal(range(cfg.max_k + 1)), Signal(range(cfg.max_n + 1))
+        n0 = Signal(self._counter(cfg.max_n), name="n0")
+        k0 = Signal(self._counter(cfg.max_k), name="k0")
+        r = Signal(range(R), name="r")
+        mm = Signal(self._counter(cfg.max_m), name="mm")
+        k_left = Signal(range(cfg.max_k + 1), name="k_left")
+        n_left = Signal(range(cfg.max_n + 1), name="n_left")
+        # "This K tile / N tile is the last": registers computed a step ahead, so the sequencer's
+        # decisions do not wait for compares on the counters.
+        last_k = Signal(name="last_k")
+        last_n = Signal(name="last_n")
         wk = Signal(range(cfg.w_words + 1))     # word of weight row k0 + r
-        x_base, w_base = Signal(range(cfg.x_words + 1)), Signal(range(cfg.w_words + 1))
+        x_base = Signal(range(cfg.x_words + 1), name="x_base")
+        w_base = Signal(range(cfg.w_words + 1), name="w_base")
         bank = Signal()
         bank_busy = Signal(2)
         phase = Signal(2)   # 0: wait for the bank, 1: load weights, 2: compute, 3: settle
@@ -982,7 +990,6 @@ class MacCore(wiring.Component):
         issue = Signal(ctrl_layout)
         x_rd = x_mem.read_port()
         w_rd = w_mem.read_port()
-        last_k = k_left <= R
         m.d.comb += [
             x_rd.en.eq(cen), w_rd.en.eq(cen),
             x_rd.addr.eq(x_base + mm),
@@ -1003,7 +1010,8 @@ class MacCore(wiring.Component):
         drain_done_bank = Signal()
         with m.If(self._go & ~running):
             m.d.sync += [running.eq(1), n0.eq(0), k0.eq(0), r.eq(0), mm.eq(0), x_base.eq(0),
-                         w_base.eq(0), wk.eq(0), bank.eq(0), phase.eq(0), k_left.eq(K), n_left.eq(N)]
+                         w_base.eq(0), wk.eq(0), bank.eq(0), phase.eq(0), k_left.eq(K), n_left.eq(N),
+                         last_k.eq(K <= R), last_n.eq(N <= C)]
         with m.Elif(running & cen):
             with m.Switch(phase):
                 with m.Case(0):
@@ -1029,16 +1037,18 @@ class MacCore(wiring.Component):
                     with m.If(mm == self._m_last):
                         m.d.sync += mm.eq(0)
                         with m.If(last_k):
-                            m.d.sync += [k0.eq(0), k_left.eq(K), x_base.eq(0), bank.eq(~bank)]
+                            m.d.sync += [k0.eq(0), k_left.eq(K), x_base.eq(0), bank.eq(~bank),
+                                         last_k.eq(K <= R)]
                             next_phase(0)
-                            with m.If(n_left <= C):
+                            with m.If(last_n):
                                 m.d.sync += running.eq(0)
                             with m.Else():
                                 m.d.sync += [n0.eq(n0 + C), n_left.eq(n_left - C),
-                                             w_base.eq(w_base + K), wk.eq(w_base + K)]
+                                             w_base.eq(w_base + K), wk.eq(w_base + K),
+                                             last_n.eq(n_left <= 2 * C)]
                         with m.Else():
                             m.d.sync += [k0.eq(k0 + R), k_left.eq(k_left - R), x_base.eq(x_base + M),
-                                         wk.eq(w_base + k0 + R)]
+                                         wk.eq(w_base + k0 + R), last_k.eq(k_left <= 2 * R)]
                             next_phase(1)
                     with m.Else():
                         m.d.sync += mm.eq(mm + 1)
