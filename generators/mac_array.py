@@ -586,6 +586,8 @@ class MacCore(wiring.Component):
         self._n_last = Signal(self._counter(cfg.max_n))
         # One bit wider than `kk`, so that K = 1 (all ones) matches no index.
         self._k_before_last = Signal(len(self._k_last) + 1)
+        self._m_before_last = Signal(len(self._m_last) + 1)
+        m.d.sync += self._m_before_last.eq(self.size_m - 2)
         m.d.sync += [self._k_last.eq(self.size_k - 1), self._m_last.eq(self.size_m - 1),
                      self._n_last.eq(self.size_n - 1), self._k_before_last.eq(self.size_k - 2)]
         # `start`, or a START word on `load` (which is only taken while idle), registered: the
@@ -973,6 +975,7 @@ class MacCore(wiring.Component):
         # decisions do not wait for compares on the counters.
         last_k = Signal(name="last_k")
         last_n = Signal(name="last_n")
+        last_m = Signal(name="last_m")      # mm is M - 1
         wk = Signal(range(cfg.w_words + 1))     # word of weight row k0 + r
         x_base = Signal(range(cfg.x_words + 1), name="x_base")
         w_base = Signal(range(cfg.w_words + 1), name="w_base")
@@ -1000,7 +1003,7 @@ class MacCore(wiring.Component):
             issue.valid.eq(running & (phase == 2)),
             issue.first.eq(k0 == 0),
             issue.last.eq(last_k),
-            issue.drain.eq(last_k & (mm == self._m_last)),
+            issue.drain.eq(last_k & last_m),
             issue.m.eq(mm),
             issue.bank.eq(bank),
             issue.n0.eq(n0),
@@ -1009,6 +1012,7 @@ class MacCore(wiring.Component):
         drain_done = Signal()
         drain_done_bank = Signal()
         with m.If(self._go & ~running):
+            m.d.sync += last_m.eq(self._m_last == 0)
             m.d.sync += [running.eq(1), n0.eq(0), k0.eq(0), r.eq(0), mm.eq(0), x_base.eq(0),
                          w_base.eq(0), wk.eq(0), bank.eq(0), phase.eq(0), k_left.eq(K), n_left.eq(N),
                          last_k.eq(K <= R), last_n.eq(N <= C)]
@@ -1020,7 +1024,7 @@ class MacCore(wiring.Component):
                 with m.Case(1):
                     m.d.sync += wk.eq(wk + 1)
                     with m.If(r == R - 1):
-                        m.d.sync += [r.eq(0), phase.eq(2), mm.eq(0)]
+                        m.d.sync += [r.eq(0), phase.eq(2), mm.eq(0), last_m.eq(self._m_last == 0)]
                     with m.Else():
                         m.d.sync += r.eq(r + 1)
                 with m.Case(3):
@@ -1034,8 +1038,8 @@ class MacCore(wiring.Component):
                         else:
                             m.d.sync += phase.eq(value)
 
-                    with m.If(mm == self._m_last):
-                        m.d.sync += mm.eq(0)
+                    with m.If(last_m):
+                        m.d.sync += [mm.eq(0), last_m.eq(self._m_last == 0)]
                         with m.If(last_k):
                             m.d.sync += [k0.eq(0), k_left.eq(K), x_base.eq(0), bank.eq(~bank),
                                          last_k.eq(K <= R)]
@@ -1051,7 +1055,7 @@ class MacCore(wiring.Component):
                                          wk.eq(w_base + k0 + R), last_k.eq(k_left <= 2 * R)]
                             next_phase(1)
                     with m.Else():
-                        m.d.sync += mm.eq(mm + 1)
+                        m.d.sync += [mm.eq(mm + 1), last_m.eq(mm == self._m_before_last)]
         # A bank is busy from the start of its N tile until its drain has finished.
         take_bank = running & cen & (phase == 0) & ~bank_busy.bit_select(bank, 1)
         for b in range(2):
