@@ -11,8 +11,8 @@ reply frame (``op | 0x80``) or an ``ERROR`` frame, except ``RUN``, whose reply i
 
 import struct
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
-from amaranth.lib import wiring
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
@@ -105,11 +105,14 @@ def offer_header(m, ftx, op, length):
 def reply_states(m, *, frx, ftx, op, info_rd, info_len, err_code, err_op, tx_idx, error_led):
     """The FSM states every shell's dispatcher shares; call inside its ``with m.FSM()``.
 
-    ``INFO_HEADER``/``INFO_BYTES`` send the INFO reply from ``info_rd`` (an asynchronous read
-    port of the INFO bytes), ``ACK`` an empty reply, ``RELEASE`` frees the frame buffer and returns
-    to ``IDLE``; ``REJECT`` frees the buffer of a refused command and reports ``err_code`` for it;
-    ``ERROR_HEADER``/``ERROR_BYTES`` send an ERROR frame ``[err_code, err_op]`` and light
-    ``error_led`` (cleared by the next good reply).
+    ``INFO_HEADER``/``INFO_BYTES`` send the INFO reply from ``info_rd``, ``ACK`` an empty reply,
+    ``RELEASE`` frees the frame buffer and returns to ``IDLE``; ``REJECT`` frees the buffer of a
+    refused command and reports ``err_code`` for it; ``ERROR_HEADER``/``ERROR_BYTES`` send an ERROR
+    frame ``[err_code, err_op]`` and light ``error_led`` (cleared by the next good reply).
+
+    ``info_rd`` is a read port of the INFO bytes, asynchronous or synchronous (addressed one byte
+    ahead; outside INFO_BYTES its address is 0). ``tx_idx`` counts the bytes sent: the dispatcher
+    sets it to 0 before INFO_HEADER, ERROR_HEADER does so itself.
     """
     with m.State("INFO_HEADER"):
         offer_header(m, ftx, op | REPLY, info_len)
@@ -118,6 +121,10 @@ def reply_states(m, *, frx, ftx, op, info_rd, info_len, err_code, err_op, tx_idx
     with m.State("INFO_BYTES"):
         m.d.comb += [info_rd.addr.eq(tx_idx), ftx.data.valid.eq(1),
                      ftx.data.payload.eq(info_rd.data)]
+        if info_rd.domain != "comb":
+            # Data one cycle after the address: address the next byte as this one is taken.
+            with m.If(ftx.data.ready):
+                m.d.comb += info_rd.addr.eq(tx_idx + 1)
         with m.If(ftx.data.ready):
             m.d.sync += tx_idx.eq(tx_idx + 1)
             with m.If(tx_idx == info_len - 1):
@@ -141,11 +148,12 @@ def reply_states(m, *, frx, ftx, op, info_rd, info_len, err_code, err_op, tx_idx
             m.d.sync += [tx_idx.eq(0), error_led.eq(1)]
             m.next = "ERROR_BYTES"
     with m.State("ERROR_BYTES"):
+        # Two bytes: bit 0 of the count tells them apart.
         m.d.comb += [ftx.data.valid.eq(1),
-                     ftx.data.payload.eq(Mux(tx_idx == 0, err_code, err_op))]
+                     ftx.data.payload.eq(Mux(tx_idx[0], err_op, err_code))]
         with m.If(ftx.data.ready):
             m.d.sync += tx_idx.eq(tx_idx + 1)
-            with m.If(tx_idx == 1):
+            with m.If(tx_idx[0]):
                 m.next = "IDLE"
 
 
@@ -156,6 +164,12 @@ def operand_bytes(bits):
 
 class MacArrayShell(wiring.Component):
     """A :class:`~npuforge.generators.MacArray` driven over a UART with the framed protocol.
+
+    The shell is built for area: the frame receiver and transmitter use bit-serial CRCs (a UART
+    byte lasts far longer than the 8 cycles they need), registers are only as wide as the values
+    the configuration allows, SET_SHAPE is checked field by field as its bytes are read, and reply
+    bytes are taken straight from where they are (the result on the array's output stream, the
+    array's cycle counter, the INFO ROM) instead of being copied into shift registers.
 
     Parameters
     ----------
@@ -169,6 +183,8 @@ class MacArrayShell(wiring.Component):
     array_domain : str
         Clock domain of the array core: ``"sync"`` (one domain), or another domain that the
         enclosing design drives (a :class:`~npuforge.generators.mac_array.SplitMacArray`).
+    info_bram : bool
+        Keep the INFO reply in a block RAM (one more, about 45 LUTs fewer) rather than in logic.
 
     Members
     -------
@@ -181,7 +197,8 @@ class MacArrayShell(wiring.Component):
         until the next good command).
     """
 
-    def __init__(self, config, *, info=b"", divisor=104, max_payload=512, array_domain="sync"):
+    def __init__(self, config, *, info=b"", divisor=104, max_payload=512, array_domain="sync",
+                 info_bram=True):
         if not isinstance(config, MacArrayConfig):
             raise reject(self, TypeError(f"config must be a MacArrayConfig, not {config!r}"))
         if max_payload < 16:
@@ -191,15 +208,20 @@ class MacArrayShell(wiring.Component):
         self.divisor = divisor
         self.max_payload = max_payload
         self.array_domain = array_domain
+        self.info_bram = bool(info_bram)
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1), "leds": Out(3)})
 
     def elaborate(self, platform):
         cfg = self.config
+        info = self.info
         m = Module()
         m.submodules.uart_rx = urx = UARTRx(self.divisor)
         m.submodules.uart_tx = utx = UARTTx(self.divisor)
-        m.submodules.frx = frx = FrameReceiver(self.max_payload)
-        m.submodules.ftx = ftx = FrameTransmitter()
+        # A UART byte takes 10 * divisor >= 20 cycles: room for the bit-serial CRCs (9 cycles).
+        m.submodules.frx = frx = FrameReceiver(self.max_payload, serial_crc=True)
+        # Replies: DATA frames of at most DATA_CHUNK results of up to 4 bytes, or INFO.
+        m.submodules.ftx = ftx = FrameTransmitter(max_payload=max(4 * DATA_CHUNK, len(info)),
+                                                  serial_crc=True)
         if self.array_domain == "sync":
             m.submodules.array = arr = MacArray(cfg)
         else:
@@ -208,56 +230,84 @@ class MacArrayShell(wiring.Component):
         wiring.connect(m, urx.o, frx.i)
         wiring.connect(m, ftx.o, utx.i)
 
-        info = self.info
-        m.submodules.info_rom = info_rom = Memory(shape=8, depth=len(info), init=list(info))
-        info_rd = info_rom.read_port(domain="comb")
+        if self.info_bram:
+            # Yosys keeps a ROM this small in logic unless told otherwise.
+            m.submodules.info_rom = info_rom = Memory(shape=8, depth=len(info), init=list(info),
+                                                      attrs={"ram_style": "block"})
+            info_rd = info_rom.read_port()
+        else:
+            m.submodules.info_rom = info_rom = Memory(shape=8, depth=len(info), init=list(info))
+            info_rd = info_rom.read_port(domain="comb")
 
         # -- registers ------------------------------------------------------------------------------
-        op = Signal(8)
-        length = Signal(16)
-        err_code, err_op = Signal(8), Signal(8)
-        size_m, size_k, size_n = Signal(16), Signal(16), Signal(16)
-        flags = Signal(8)
-        raw = flags[0]
-        zero_point, out_min, out_max = Signal(signed(16)), Signal(signed(16)), Signal(signed(16))
-        # SET_SHAPE's payload lands byte by byte in these registers (no staging buffer).
-        shape_regs = Cat(size_m, size_k, size_n, flags, zero_point, out_min, out_max)
-        assert len(shape_regs) == 8 * struct.calcsize(SET_SHAPE_FORMAT)
+        # The frame receiver holds the command's opcode and length until the frame is taken, which
+        # is after the reply (or, for RUN, once the command has started): no copies here. A
+        # received length never exceeds max_payload.
+        op = frx.frame.payload.op
+        length = frx.frame.payload.length[:self.max_payload.bit_length()]
+        # Error codes are 1..7.
+        assert max(ErrorCode) < 8
+        err_code = Signal(3)
+        err_op = Signal(8)
+
+        # The shape as SET_SHAPE leaves it; each register only as wide as its checked range (a
+        # refused SET_SHAPE leaves shape_ok low, so RUN refuses whatever landed here).
+        size_m = Signal(range(cfg.max_m + 1))
+        size_k = Signal(range(cfg.max_k + 1))
+        size_n = Signal(range(cfg.max_n + 1))
+        raw = Signal()                  # flags bit 0: raw int32 outputs
+        # zero point and limits fit the output type (checked), so one byte each.
+        out_shape = signed(8) if cfg.out_signed else unsigned(8)
+        zero_point, out_min, out_max = Signal(out_shape), Signal(out_shape), Signal(out_shape)
         # M * N, results per RUN: only as wide as the largest shape needs.
         total = Signal(range(cfg.max_m * cfg.max_n + 1))
         shape_ok = Signal()
+        field_bad = Signal(6)           # SET_SHAPE: M, K, N, zero point, out_min, out_max refused
         m.d.comb += [
             arr.size_m.eq(size_m), arr.size_k.eq(size_k), arr.size_n.eq(size_n),
             arr.raw.eq(raw), arr.zero_point.eq(zero_point),
             arr.out_min.eq(out_min), arr.out_max.eq(out_max),
         ]
 
-        byte_idx = Signal(16)           # payload byte being read
-        word = Signal(32)               # little-endian assembly of an element
-        word_pos = Signal(3)
-        word_size = Signal(3)
-        target = Signal(LoadTarget)
-        n_bits = cfg.max_n.bit_length()  # a checked N has no higher bit set
-        mul_step = Signal(range(max(2, n_bits)))
-        mul_acc = Signal.like(total)
-        mul_a = Signal.like(total)
-
-        remaining = Signal.like(total)  # RUN: results still to send
-        chunk_left = Signal(16)         # results left in the current DATA frame
-        out_word = Signal(32)
-        out_pos = Signal(3)
-        out_size = Signal(3)
-        tx_idx = Signal(16)
-        cycles_out = Signal(32)
+        # The byte counter: the command payload byte being read, or the reply byte being sent
+        # (a command is read before its reply is sent). A DATA frame has up to 4 * 64 bytes.
+        byte_idx = Signal(range(max(self.max_payload, len(info), 4 * DATA_CHUNK)))
+        tx_idx = byte_idx
+        chunk_bits = (DATA_CHUNK - 1).bit_length()
+        assert DATA_CHUNK == 1 << chunk_bits
+        # WRITE_*: the first bytes of a multi-byte element, shifted in from the top; the last
+        # byte is used straight from the buffer. SET_SHAPE: the last bytes read.
+        low = Signal(24, reset_less=True)
+        elem_end = Signal()             # the byte read is the last of an element
+        payload_end = Signal()          # ... and of the payload
+        remaining = Signal.like(total)  # RUN: results still to send; SET_SHAPE: N countdown
         error_led = Signal()
 
         x_bytes = operand_bytes(cfg.in_bits)
         w_bytes = operand_bytes(cfg.w_bits)
 
-        m.d.comb += frx.rd_addr.eq(byte_idx)
+        # WRITE_*: target and element size follow from the opcode (0x11..0x15), which the frame
+        # receiver holds; `mask` is the element size - 1, so an element's last byte is the one
+        # whose index has all `mask` bits set (elements start at payload byte 0).
+        target = Signal(LoadTarget)
+        mask = Signal(2)
+        with m.Switch(op[:3]):
+            for load_op, tgt, size in ((Op.WRITE_X, LoadTarget.X, x_bytes),
+                                       (Op.WRITE_W, LoadTarget.W, w_bytes),
+                                       (Op.WRITE_BIAS, LoadTarget.BIAS, 4),
+                                       (Op.WRITE_MULT, LoadTarget.MULT, 4),
+                                       (Op.WRITE_SHIFT, LoadTarget.SHIFT, 1)):
+                with m.Case(load_op & 7):
+                    m.d.comb += [target.eq(tgt), mask.eq(size - 1)]
 
-        def send_header(op_value, length_value):
-            offer_header(m, ftx, op_value, length_value)
+        m.d.comb += frx.rd_addr.eq(byte_idx)
+        # The command being handled (one-hot; 0: unknown opcode), and whether its payload length
+        # (or, for RUN, the shape) is acceptable.
+        cmd = Signal(data.StructLayout({"info": 1, "reset": 1, "set_shape": 1, "load": 1, "run": 1}))
+        cmd_ok = Signal()
+        y_ack = Signal()                # arr.y.ready, a one-cycle pulse
+        m.d.comb += arr.y.ready.eq(y_ack)
+        m.d.sync += y_ack.eq(0)
 
         with m.FSM(name="dispatch") as fsm:
             with m.State("IDLE"):
@@ -266,167 +316,186 @@ class MacArrayShell(wiring.Component):
                     m.d.sync += [err_code.eq(frx.error.payload.code), err_op.eq(frx.error.payload.op)]
                     m.next = "ERROR_HEADER"
                 with m.Elif(frx.frame.valid):
-                    m.d.sync += [op.eq(frx.frame.payload.op), length.eq(frx.frame.payload.length),
-                                 byte_idx.eq(0), word_pos.eq(0), word.eq(0)]
+                    # Decode the command into flags here (the frame's op and length hold until it
+                    # is taken), so that DISPATCH acts on registers, not on comparisons.
+                    m.d.sync += [byte_idx.eq(0), cmd.eq(0), cmd_ok.eq(0)]
+                    with m.Switch(op):
+                        with m.Case(Op.INFO):
+                            m.d.sync += cmd.info.eq(1)
+                        with m.Case(Op.RESET):
+                            m.d.sync += cmd.reset.eq(1)
+                        with m.Case(Op.SET_SHAPE):
+                            m.d.sync += [cmd.set_shape.eq(1),
+                                         cmd_ok.eq(length == struct.calcsize(SET_SHAPE_FORMAT))]
+                        for load_op, size in ((Op.WRITE_X, x_bytes), (Op.WRITE_W, w_bytes),
+                                              (Op.WRITE_BIAS, 4), (Op.WRITE_MULT, 4),
+                                              (Op.WRITE_SHIFT, 1)):
+                            with m.Case(load_op):
+                                # A whole number of elements, at least one.
+                                m.d.sync += [cmd.load.eq(1), cmd_ok.eq(
+                                    (length != 0) & (length[:size.bit_length() - 1] == 0))]
+                        with m.Case(Op.RUN):
+                            m.d.sync += [cmd.run.eq(1), cmd_ok.eq(shape_ok)]
                     m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
-                def load(tgt, size):
-                    with m.If((length == 0) | (length % size != 0)):
-                        m.d.sync += err_code.eq(ErrorCode.BAD_ARGUMENT)
-                        m.next = "REJECT"
-                    with m.Else():
-                        m.d.sync += [target.eq(tgt), word_size.eq(size)]
-                        m.next = "LOAD_READ"
+                def refuse(code):
+                    m.d.sync += err_code.eq(code)
+                    m.next = "REJECT"
 
-                with m.Switch(op):
-                    with m.Case(Op.INFO):
-                        m.d.sync += tx_idx.eq(0)
-                        m.next = "INFO_HEADER"
-                    with m.Case(Op.RESET):
-                        m.d.sync += [size_m.eq(0), size_k.eq(0), size_n.eq(0), total.eq(0),
-                                     shape_ok.eq(0), flags.eq(0)]
-                        m.d.comb += arr.clear.eq(1)
-                        m.next = "ACK"
-                    with m.Case(Op.SET_SHAPE):
-                        with m.If(length != struct.calcsize(SET_SHAPE_FORMAT)):
-                            m.d.sync += err_code.eq(ErrorCode.BAD_ARGUMENT)
-                            m.next = "REJECT"
-                        with m.Else():
-                            m.next = "SHAPE_READ"
-                    with m.Case(Op.WRITE_X):
-                        load(LoadTarget.X, x_bytes)
-                    with m.Case(Op.WRITE_W):
-                        load(LoadTarget.W, w_bytes)
-                    with m.Case(Op.WRITE_BIAS):
-                        load(LoadTarget.BIAS, 4)
-                    with m.Case(Op.WRITE_MULT):
-                        load(LoadTarget.MULT, 4)
-                    with m.Case(Op.WRITE_SHIFT):
-                        load(LoadTarget.SHIFT, 1)
-                    with m.Case(Op.RUN):
-                        with m.If(~shape_ok):
-                            m.d.sync += err_code.eq(ErrorCode.BAD_ARGUMENT)
-                            m.next = "REJECT"
-                        with m.Else():
-                            m.d.comb += arr.start.eq(1)
-                            m.d.sync += [remaining.eq(total), out_size.eq(Mux(raw, 4, 1))]
-                            m.next = "RUN_RELEASE"
-                    with m.Default():
-                        m.d.sync += err_code.eq(ErrorCode.UNKNOWN_OP)
-                        m.next = "REJECT"
+                with m.If(cmd.info):
+                    m.next = "INFO_HEADER"
+                with m.Elif(cmd.reset):
+                    m.d.sync += [size_m.eq(0), size_k.eq(0), size_n.eq(0), shape_ok.eq(0), raw.eq(0)]
+                    m.d.comb += arr.clear.eq(1)
+                    m.next = "ACK"
+                with m.Elif(cmd.as_value() == 0):
+                    refuse(ErrorCode.UNKNOWN_OP)
+                with m.Elif(~cmd_ok):
+                    refuse(ErrorCode.BAD_ARGUMENT)
+                with m.Elif(cmd.set_shape):
+                    m.next = "SHAPE_READ"
+                with m.Elif(cmd.load):
+                    m.next = "LOAD_READ"
+                with m.Else():                      # RUN
+                    m.d.comb += arr.start.eq(1)
+                    m.d.sync += remaining.eq(total)
+                    m.next = "RUN_RELEASE"
 
-            # -- SET_SHAPE: read the payload, check it, M * N by shift-and-add ------------------
+            # -- SET_SHAPE: check each field as its last byte arrives, then M * N ----------------
             with m.State("SHAPE_READ"):
-                # The buffer answers one cycle after the address: byte_idx runs one ahead.
-                # A failed check leaves shape_ok low, so RUN refuses whatever landed here.
-                with m.Switch(byte_idx):
-                    for index in range(len(shape_regs) // 8):
-                        with m.Case(index + 1):
-                            m.d.sync += shape_regs[8 * index:8 * index + 8].eq(frx.rd_data)
-                with m.If(byte_idx == length):
-                    m.next = "SHAPE_CHECK"
-                with m.Else():
-                    m.d.sync += byte_idx.eq(byte_idx + 1)
+                # The buffer answers one cycle after the address, and the bytes then go through
+                # `low` (shared with WRITE_*), so that the checks start from registers: at
+                # byte_idx = j, low[16:] is byte j - 2 and `field` the u16/i16 ending with it.
+                m.d.sync += [low.eq(Cat(low[8:], frx.rd_data)), byte_idx.eq(byte_idx + 1)]
+                field = low[8:]
+                if cfg.out_signed:
+                    fits_byte = (field[7:] == 0) | (field[7:] == 0x1FF)
+                else:
+                    fits_byte = field[8:] == 0
+                with m.Switch(byte_idx[:4]):      # SET_SHAPE has 13 bytes
+                    # Each field's check has its own flag, so that no case decoding follows the
+                    # comparisons; every SET_SHAPE writes all six.
+                    for index, (j, size, limit) in enumerate(
+                            ((3, size_m, cfg.max_m), (5, size_k, cfg.max_k), (7, size_n, cfg.max_n))):
+                        with m.Case(j):
+                            m.d.sync += [size.eq(field),
+                                         field_bad[index].eq((field == 0) | (field > limit))]
+                    with m.Case(8):
+                        m.d.sync += raw.eq(field[8])
+                    for index, (j, reg) in enumerate(((10, zero_point), (12, out_min))):
+                        with m.Case(j):
+                            m.d.sync += [reg.eq(field[:8]), field_bad[3 + index].eq(~fits_byte)]
+                    with m.Case(14):
+                        # out_max is also checked against out_min; both fit a byte.
+                        if cfg.out_signed:
+                            too_low = out_min > field[:8].as_signed()
+                        else:
+                            too_low = out_min > field[:8]
+                        m.d.sync += [out_max.eq(field[:8]), field_bad[5].eq(~fits_byte | too_low)]
+                        m.next = "SHAPE_CHECK"
             with m.State("SHAPE_CHECK"):
-                new_m, new_k, new_n = size_m, size_k, size_n
-                new_zp, new_min, new_max = zero_point, out_min, out_max
-                lo, hi = (-128, 127) if cfg.out_signed else (0, 255)
-                bad = ((new_m == 0) | (new_m > cfg.max_m) | (new_k == 0) | (new_k > cfg.max_k) |
-                       (new_n == 0) | (new_n > cfg.max_n) | (new_min > new_max) |
-                       (new_zp < lo) | (new_zp > hi) | (new_min < lo) | (new_max > hi))
-                with m.If(bad):
-                    m.d.sync += [err_code.eq(ErrorCode.BAD_ARGUMENT), shape_ok.eq(0)]
+                with m.If(field_bad.any()):
+                    m.d.sync += [shape_ok.eq(0), err_code.eq(ErrorCode.BAD_ARGUMENT)]
                     m.next = "REJECT"
                 with m.Else():
-                    m.d.sync += [mul_acc.eq(0), mul_a.eq(new_m), mul_step.eq(0), shape_ok.eq(1)]
+                    m.d.sync += [total.eq(0), remaining.eq(size_n), shape_ok.eq(1)]
                     m.d.comb += arr.clear.eq(1)
                     m.next = "SHAPE_MUL"
             with m.State("SHAPE_MUL"):
-                # total = M * N one bit of N per cycle; a `*` here would cost a DSP block.
-                with m.If(size_n.bit_select(mul_step, 1)):
-                    m.d.sync += mul_acc.eq(mul_acc + mul_a)
-                m.d.sync += [mul_a.eq(mul_a << 1), mul_step.eq(mul_step + 1)]
-                with m.If(mul_step == n_bits - 1):
-                    m.next = "SHAPE_DONE"
-            with m.State("SHAPE_DONE"):
-                m.d.sync += total.eq(mul_acc)
-                m.next = "ACK"
+                # total = M * N by adding M, N times: one adder and the RUN result counter, where
+                # a `*` would cost a DSP block and shift-and-add a shifter and a bit counter. At
+                # most max_n cycles, once per SET_SHAPE.
+                with m.If(remaining == 0):
+                    m.next = "ACK"
+                with m.Else():
+                    m.d.sync += [total.eq(total + size_m), remaining.eq(remaining - 1)]
 
             # -- WRITE_*: bytes -> little-endian elements -> the array's load stream -------------
             with m.State("LOAD_READ"):
-                # Address byte_idx is on the buffer; its data arrives next cycle.
+                # Address byte_idx is on the buffer; its data arrives next cycle. Meanwhile the
+                # decisions about this byte go into registers (shorter paths in LOAD_BYTE).
+                m.d.sync += [elem_end.eq((byte_idx[:2] | ~mask) == 0b11),
+                             payload_end.eq(byte_idx + 1 == length)]
                 m.next = "LOAD_BYTE"
             with m.State("LOAD_BYTE"):
-                shifted = Signal(32)
-                m.d.comb += shifted.eq(Mux(word_pos == 0, frx.rd_data,
-                                       Mux(word_pos == 1, Cat(word[0:8], frx.rd_data),
-                                           Mux(word_pos == 2, Cat(word[0:16], frx.rd_data),
-                                               Cat(word[0:24], frx.rd_data)))))
-                m.d.sync += [word.eq(shifted), byte_idx.eq(byte_idx + 1)]
-                with m.If(word_pos == word_size - 1):
-                    m.d.sync += word_pos.eq(0)
-                    m.next = "LOAD_PUSH"
-                with m.Else():
-                    m.d.sync += word_pos.eq(word_pos + 1)
+                with m.If(~elem_end):
+                    m.d.sync += [low.eq(Cat(low[8:], frx.rd_data)), byte_idx.eq(byte_idx + 1)]
                     m.next = "LOAD_READ"
-            with m.State("LOAD_PUSH"):
-                # Sign-extend 2-byte operands; 1-byte ones only use their low bits in the array.
-                value = Mux(word_size == 2, word[:16].as_signed(), word.as_signed())
-                m.d.comb += [arr.load.valid.eq(1), arr.load.payload.target.eq(target),
-                             arr.load.payload.data.eq(value)]
-                with m.If(arr.load.ready):
-                    with m.If(byte_idx == length):
-                        m.next = "ACK"
-                    with m.Else():
-                        m.next = "LOAD_READ"
+                with m.Else():
+                    # The element's last byte is rd_data (held: the address does not move until
+                    # the array takes the element). The array keeps only an element's own bits
+                    # (its buffers are as wide as the operands), so the bits above a 1- or 2-byte
+                    # element need not be cleared or sign-extended.
+                    rd = frx.rd_data
+                    if 2 in (x_bytes, w_bytes):
+                        lane0 = Mux(mask[1], low[:8], Mux(mask[0], low[16:], rd))
+                    else:
+                        lane0 = Mux(mask[1], low[:8], rd)
+                    value = Cat(lane0, Mux(mask[1], low[8:16], rd), low[16:], rd)
+                    m.d.comb += [arr.load.valid.eq(1), arr.load.payload.target.eq(target),
+                                 arr.load.payload.data.eq(value)]
+                    with m.If(arr.load.ready):
+                        m.d.sync += byte_idx.eq(byte_idx + 1)
+                        with m.If(payload_end):
+                            m.next = "ACK"
+                        with m.Else():
+                            m.next = "LOAD_READ"
 
             # -- RUN: DATA frames of up to DATA_CHUNK results, then DONE with the cycle count ---
             with m.State("RUN_RELEASE"):
                 m.d.comb += frx.frame.ready.eq(1)
                 m.next = "DATA_HEADER"
             with m.State("DATA_HEADER"):
+                # Entered with remaining > 0 (a checked shape has M, N >= 1).
                 count = Mux(remaining > DATA_CHUNK, DATA_CHUNK, remaining)
-                with m.If(remaining == 0):
-                    m.next = "DONE_WAIT"
-                with m.Else():
-                    send_header(Op.DATA, Mux(raw, count << 2, count))
-                    with m.If(ftx.header.ready):
-                        m.d.sync += [chunk_left.eq(count), remaining.eq(remaining - count)]
-                        m.next = "DATA_TAKE"
-            with m.State("DATA_TAKE"):
-                m.d.comb += arr.y.ready.eq(1)
-                with m.If(arr.y.valid):
-                    m.d.sync += [out_word.eq(arr.y.payload), out_pos.eq(0),
-                                 chunk_left.eq(chunk_left - 1)]
+                offer_header(m, ftx, Op.DATA, Mux(raw, count << 2, count))
+                with m.If(ftx.header.ready):
+                    m.d.sync += tx_idx.eq(0)
                     m.next = "DATA_BYTES"
             with m.State("DATA_BYTES"):
-                m.d.comb += [ftx.data.valid.eq(1), ftx.data.payload.eq(out_word[:8])]
-                with m.If(ftx.data.ready):
-                    m.d.sync += [out_word.eq(out_word >> 8), out_pos.eq(out_pos + 1)]
-                    with m.If(out_pos == out_size - 1):
-                        with m.If(chunk_left == 0):
+                # The result stays on the array's output until its last byte is sent; then the
+                # array gets `y.ready` from a register, on the next cycle, so that no path runs
+                # from here into the array's output pipeline. Meanwhile `y.payload` is still the
+                # old result: it is not offered again. tx_idx counts the frame's bytes: a result
+                # has 4 raw, else 1, and a frame ends after DATA_CHUNK results or the last one.
+                byte = Mux(raw, tx_idx[:2], 0)
+                result = Mux(raw, tx_idx[2:2 + chunk_bits], tx_idx[:chunk_bits])
+                m.d.comb += [ftx.data.valid.eq(arr.y.valid & ~y_ack),
+                             ftx.data.payload.eq(arr.y.payload.word_select(byte, 8))]
+                with m.If(ftx.data.valid & ftx.data.ready):
+                    m.d.sync += tx_idx.eq(tx_idx + 1)
+                    with m.If(byte == Cat(raw, raw)):
+                        m.d.sync += [y_ack.eq(1), remaining.eq(remaining - 1)]
+                        with m.If(remaining == 1):
+                            m.next = "DONE_WAIT"
+                        with m.Elif(result == DATA_CHUNK - 1):
                             m.next = "DATA_HEADER"
-                        with m.Else():
-                            m.next = "DATA_TAKE"
             with m.State("DONE_WAIT"):
                 with m.If(~arr.busy):
-                    m.d.sync += [cycles_out.eq(arr.cycles), out_pos.eq(0)]
                     m.next = "DONE_HEADER"
             with m.State("DONE_HEADER"):
-                send_header(Op.DONE, 4)
+                offer_header(m, ftx, Op.DONE, 4)
                 with m.If(ftx.header.ready):
+                    m.d.sync += tx_idx.eq(0)
                     m.next = "DONE_BYTES"
             with m.State("DONE_BYTES"):
-                m.d.comb += [ftx.data.valid.eq(1), ftx.data.payload.eq(cycles_out[:8])]
+                # The array's cycle count holds once it is idle.
+                m.d.comb += [ftx.data.valid.eq(1),
+                             ftx.data.payload.eq(arr.cycles.word_select(tx_idx[:2], 8))]
                 with m.If(ftx.data.ready):
-                    m.d.sync += [cycles_out.eq(cycles_out >> 8), out_pos.eq(out_pos + 1)]
-                    with m.If(out_pos == 3):
+                    m.d.sync += tx_idx.eq(tx_idx + 1)
+                    with m.If(tx_idx[:2] == 3):
                         m.d.sync += error_led.eq(0)
                         m.next = "IDLE"
 
             reply_states(m, frx=frx, ftx=ftx, op=op, info_rd=info_rd, info_len=len(info),
                          err_code=err_code, err_op=err_op, tx_idx=tx_idx, error_led=error_led)
 
+        # One-hot: shallower next-state and decoding logic (about 2 MHz and 15 LUTs; 15 more
+        # flip-flops). Yosys drops the state register's initial value when it re-encodes it (and
+        # says so); the reset puts the FSM into IDLE, and on an iCE40 board the platform's
+        # power-on reset (or BoardTop's own, with the PLL) always asserts it at start-up.
+        fsm.state.attrs["fsm_encoding"] = "one-hot"
         m.d.comb += self.leds.eq(Cat(~fsm.ongoing("IDLE"), arr.busy, error_led))
         return m

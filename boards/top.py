@@ -16,7 +16,7 @@ __all__ = ["SHELL_RESOURCES", "BoardTop", "NoUart", "board_link", "connect_pins"
 #: What the shell around a design costs (UART, frame receiver and transmitter, dispatcher,
 #: heartbeat), measured on the UP5K (about 1300 LUT4s) and rounded up; added to a generator's
 #: estimate before a build.
-SHELL_RESOURCES = {"logic_cells": 1400, "bram": 1, "spram": 0, "dsp": 0}
+SHELL_RESOURCES = {"logic_cells": 1050, "bram": 1, "spram": 0, "dsp": 0}
 
 
 class NoUart(ValueError):
@@ -240,7 +240,10 @@ class BoardTop(Elaboratable):
         if self.pll is not None:
             array_domain = "array"
             self._clocks_from_pll(m, platform)
+        # The INFO reply stays in logic (about 45 LUTs): weight-stationary designs can need every
+        # block RAM of the device.
         m.submodules.shell = shell = MacArrayShell(self.config, info=info, divisor=self.divisor,
+                                                   info_bram=False,
                                                    array_domain=array_domain)
         connect_pins(m, platform, shell, self.board)
         return m

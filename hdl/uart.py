@@ -96,25 +96,24 @@ class UARTTx(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         timer = Signal(range(self.divisor))
-        bits = Signal(range(10))        # bits still to shift out after the current one
-        shreg = Signal(9)               # data bits then the stop bit
+        # Data bits then the stop bit, shifted out with zeros coming in: the register empties
+        # exactly when the stop bit goes out, so it needs no bit counter.
+        shreg = Signal(9)
 
-        busy = (bits != 0) | (timer != 0)
+        busy = (shreg != 0) | (timer != 0)
         m.d.comb += self.i.ready.eq(~busy)
         with m.If(self.i.valid & ~busy):
             m.d.sync += [
                 self.tx.eq(0),          # start bit
                 shreg.eq(Cat(self.i.payload, 1)),
-                bits.eq(9),
                 timer.eq(self.divisor - 1),
             ]
         with m.Elif(timer != 0):
             m.d.sync += timer.eq(timer - 1)
-        with m.Elif(bits != 0):
+        with m.Elif(shreg != 0):
             m.d.sync += [
                 self.tx.eq(shreg[0]),
                 shreg.eq(shreg >> 1),
-                bits.eq(bits - 1),
                 timer.eq(self.divisor - 1),
             ]
         return m
@@ -187,8 +186,9 @@ class UARTRx(wiring.Component):
 
         state = Signal(_RxState)
         timer = Signal(range(d))
-        count = Signal(range(8))
-        shreg = Signal(8)
+        # Data bits come in at the top behind a marker bit: the marker reaches bit 1 as the last
+        # data bit is sampled, so no bit counter is needed.
+        shreg = Signal(9)
         done = Signal()                 # a byte with a good stop bit completes this cycle
 
         # The start edge is seen within one cycle after it happened; waiting d // 2 cycles more
@@ -209,14 +209,13 @@ class UARTRx(wiring.Component):
                 with m.Elif(rx_sync):
                     m.d.sync += state.eq(_RxState.IDLE)     # glitch, not a start bit
                 with m.Else():
-                    m.d.sync += [state.eq(_RxState.DATA), timer.eq(d - 1), count.eq(0)]
+                    m.d.sync += [state.eq(_RxState.DATA), timer.eq(d - 1), shreg.eq(1 << 8)]
             with m.Case(_RxState.DATA):
                 with m.If(timer != 0):
                     m.d.sync += timer.eq(timer - 1)
                 with m.Else():
-                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx_sync)), timer.eq(d - 1),
-                                 count.eq(count + 1)]
-                    with m.If(count == 7):
+                    m.d.sync += [shreg.eq(Cat(shreg[1:], rx_sync)), timer.eq(d - 1)]
+                    with m.If(shreg[1]):
                         m.d.sync += state.eq(_RxState.STOP)
             with m.Case(_RxState.STOP):
                 with m.If(timer != 0):
@@ -229,7 +228,7 @@ class UARTRx(wiring.Component):
                     m.d.sync += [self.error.eq(1), state.eq(_RxState.WAIT_IDLE)]
 
         with m.If(done):
-            m.d.sync += [self.o.payload.eq(shreg), self.o.valid.eq(1)]
+            m.d.sync += [self.o.payload.eq(shreg[1:]), self.o.valid.eq(1)]
             with m.If(self.o.valid & ~self.o.ready):
                 m.d.sync += self.overrun.eq(1)
         with m.Elif(self.o.ready):

@@ -36,24 +36,26 @@ def _run(dut, *benches):
 
 # -- receiver harness ---------------------------------------------------------------------------
 
-def receive(stream, *, max_payload=16, gap=0, take_frames=True):
+def receive(stream, *, max_payload=16, gap=0, take_frames=True, serial_crc=False):
     """Feed ``stream`` to a FrameReceiver, one byte every ``gap + 1`` cycles.
 
-    A dispatcher model takes every frame as soon as it appears, reading its payload through
-    ``rd_addr``/``rd_data`` one byte per cycle, and takes every error at once. Returns the events
-    as ``Frame``/``FrameError`` objects in the order they appeared, and the final
-    ``dropped_errors``.
+    With ``serial_crc`` the producer holds each byte until the receiver takes it (the bytewise
+    receiver must always be ready). A dispatcher model takes every frame as soon as it appears,
+    reading its payload through ``rd_addr``/``rd_data`` one byte per cycle, and takes every error
+    at once. Returns the events as ``Frame``/``FrameError`` objects in the order they appeared, and
+    the final ``dropped_errors``.
     """
-    dut = FrameReceiver(max_payload)
+    dut = FrameReceiver(max_payload, serial_crc=serial_crc)
     events = []
     state = {"done": False}
 
     async def producer(ctx):
         for byte in stream:
-            assert ctx.get(dut.i.ready) == 1
+            if not serial_crc:
+                assert ctx.get(dut.i.ready) == 1
             ctx.set(dut.i.valid, 1)
             ctx.set(dut.i.payload, byte)
-            await ctx.tick()
+            await ctx.tick().until(dut.i.ready)
             ctx.set(dut.i.valid, 0)
             await _idle(ctx, gap)
         # Leave time for the last frame to be read out.
@@ -95,8 +97,8 @@ def receive(stream, *, max_payload=16, gap=0, take_frames=True):
     return events, state["dropped"]
 
 
-def _both(stream, *, max_payload=16, gap=0):
-    hw, dropped = receive(stream, max_payload=max_payload, gap=gap)
+def _both(stream, *, max_payload=16, gap=0, serial_crc=False):
+    hw, dropped = receive(stream, max_payload=max_payload, gap=gap, serial_crc=serial_crc)
     assert dropped == 0
     sw = FrameDecoder(max_payload).feed(stream)
     assert hw == sw
@@ -199,9 +201,10 @@ def test_receiver_bad_max_payload(value):
 
 # -- receiver: overrun and error holding --------------------------------------------------------
 
-def test_receiver_overrun():
+@pytest.mark.parametrize("serial_crc", [False, True])
+def test_receiver_overrun(serial_crc):
     """Frames that need the buffer while it is still pending are dropped with OVERRUN."""
-    dut = FrameReceiver(16)
+    dut = FrameReceiver(16, serial_crc=serial_crc)
     a = encode_frame(0x11, b"first")
     b = encode_frame(0x12, b"second")
     c = encode_frame(0x13, b"")
@@ -212,7 +215,7 @@ def test_receiver_overrun():
         for byte in data:
             ctx.set(dut.i.valid, 1)
             ctx.set(dut.i.payload, byte)
-            await ctx.tick()
+            await ctx.tick().until(dut.i.ready)
             if ctx.get(dut.error.valid):
                 errors.append((ctx.get(dut.error.payload.code), ctx.get(dut.error.payload.op)))
         ctx.set(dut.i.valid, 0)
@@ -372,14 +375,71 @@ def test_receiver_fuzz_sees_bad_crc():
     assert ErrorCode.BAD_CRC in codes
 
 
+# -- receiver with the bit-serial CRC ----------------------------------------------------------
+
+@pytest.mark.parametrize("seed", range(2))
+def test_receiver_serial_crc_fuzz(seed):
+    """The bit-serial receiver reports exactly what FrameDecoder does, bytes offered back to back."""
+    rng = random.Random(100 + seed)
+    stream, good = fuzz_stream(rng, 16, 40)
+    hw = _both(stream, serial_crc=True)
+    assert [e for e in hw if isinstance(e, Frame)] == good
+
+
+def test_receiver_serial_crc_directed():
+    frames = [(0x01, b""), (0x7E, b"\x7e\x7d\x7e"), (0x11, bytes(range(16)))]
+    good = b"".join(encode_frame(op, p) for op, p in frames)
+    bad_crc = bytearray(encode_frame(0x12, b"\x01\x02\x03"))
+    bad_crc[-2] ^= 0x80                         # the first CRC byte
+    # ... then LEN 17 > 16 (the rest is skipped) and the first frame again.
+    stream = good + bytes(bad_crc) + b"\x7e\x33\x11\x00\x55" + encode_frame(*frames[0])
+    expected = [Frame(op, p) for op, p in frames] + [
+        FrameError(ErrorCode.BAD_CRC, 0x12), FrameError(ErrorCode.BAD_LENGTH, 0x33),
+        Frame(*frames[0])]
+    assert _both(stream, serial_crc=True, gap=1) == expected
+
+
+def test_receiver_serial_crc_holds_off_body_bytes():
+    """OP, LEN and payload bytes wait 9 cycles (decode, 8 CRC steps); SYNC, ESC and CRC bytes 1."""
+    dut = FrameReceiver(16, serial_crc=True)
+    frame = encode_frame(0x21, b"\x7e")       # 7E 21 01 00 7D 5E CRC_lo CRC_hi (no escaped CRC)
+    assert len(frame) == 8
+    waits = []
+
+    async def bench(ctx):
+        ctx.set(dut.error.ready, 1)
+        for byte in frame:
+            ctx.set(dut.i.valid, 1)
+            ctx.set(dut.i.payload, byte)
+            cycles = 0
+            while not ctx.get(dut.i.ready):
+                await ctx.tick()
+                cycles += 1
+            await ctx.tick()
+            waits.append(cycles)
+        ctx.set(dut.i.valid, 0)
+        await ctx.tick()
+        assert ctx.get(dut.frame.valid) and not ctx.get(dut.error.valid)
+
+    _run(dut, bench)
+    #             SYNC OP LEN0 LEN1 ESC 0x5E CRC0 CRC1
+    assert waits == [1, 9, 9, 9, 1, 9, 1, 1]
+
+
+def test_receiver_bad_serial_crc_option():
+    with pytest.raises(TypeError, match=r"^serial_crc must be a bool, not 1$"):
+        FrameReceiver(16, serial_crc=1)
+
+
 # -- transmitter --------------------------------------------------------------------------------
 
-def transmit(frames, *, rng=None, limit=100_000):
+def transmit(frames, *, rng=None, limit=100_000, **options):
     """Send ``frames`` through a FrameTransmitter; with ``rng``, stall producer and sink randomly.
 
-    Returns the bytes on ``o`` and the cycle numbers at which they were transferred.
+    ``options`` go to the FrameTransmitter. Returns the bytes on ``o`` and the cycle numbers at
+    which they were transferred.
     """
-    dut = FrameTransmitter()
+    dut = FrameTransmitter(**options)
     out = []
     cycles = []
     total = sum(len(encode_frame(op, p)) for op, p in frames)
@@ -482,16 +542,59 @@ def test_transmitter_waits_for_complete_frame():
     _run(dut, bench)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_transmitter_serial_crc_random_stalls(seed):
+    """The bit-serial transmitter sends the same bytes, whatever the stalls."""
+    rng = random.Random(50 + seed)
+    frames = [(rng.randrange(256), _rand_bytes(rng, rng.randrange(30))) for _ in range(8)]
+    frames.append((0x31, _crc_with_special_byte()))
+    data, _ = transmit(frames, rng=rng, serial_crc=True)
+    assert data == b"".join(encode_frame(op, p) for op, p in frames)
+
+
+def test_transmitter_serial_crc_pace():
+    """With a free sink, a byte after one that goes through the CRC waits for its 8 CRC steps."""
+    frames = [(0x22, b"\x01\x7e")]
+    data, cycles = transmit(frames, serial_crc=True)
+    assert data == encode_frame(*frames[0])      # 7E 22 02 00 01 7D 5E CRC_lo CRC_hi
+    gaps = [b - a for a, b in zip(cycles, cycles[1:])]
+    # After SYNC, after the ESC prefix (same raw byte) and after CRC_lo: no CRC to wait for.
+    assert [gaps[k] <= 2 for k in range(8)] == [True, False, False, False, False, True, False, True]
+    # After OP, LEN0, LEN1 and 0x01; after 0x7E, whose CRC steps began as its prefix went out.
+    assert min(gaps[1:5]) >= 9 and gaps[6] >= 8, gaps
+
+
+def test_transmitter_narrow_length():
+    """``max_payload`` sizes the length counter; LEN up to it is sent in full."""
+    frames = [(0x21, bytes(range(256)) + b"\x7e" * 44), (0x21, b"")]     # LEN = 300 = 0x012C
+    data, _ = transmit(frames, max_payload=300, serial_crc=True)
+    assert data == b"".join(encode_frame(op, p) for op, p in frames)
+
+
+@pytest.mark.parametrize("value", [0, 65536, True])
+def test_transmitter_bad_max_payload(value):
+    with pytest.raises(ValueError, match=rf"^max_payload must be an integer in 1\.\.65535, not {value!r}$"):
+        FrameTransmitter(max_payload=value)
+
+
+def test_transmitter_bad_serial_crc_option():
+    with pytest.raises(TypeError, match=r"^serial_crc must be a bool, not 'yes'$"):
+        FrameTransmitter(serial_crc="yes")
+
+
 # -- end to end over the UART -------------------------------------------------------------------
 
-@pytest.mark.parametrize("divisor", [2, 3])
-def test_uart_end_to_end(divisor):
-    """FrameTransmitter -> UARTTx -> UARTRx -> FrameReceiver: every frame arrives, no byte lost."""
+@pytest.mark.parametrize("divisor,serial_crc", [(2, False), (3, False), (2, True)])
+def test_uart_end_to_end(divisor, serial_crc):
+    """FrameTransmitter -> UARTTx -> UARTRx -> FrameReceiver: every frame arrives, no byte lost.
+
+    At divisor 2 a byte lasts 20 cycles: enough for the bit-serial CRCs on both sides.
+    """
     m = Module()
-    m.submodules.ftx = ftx = FrameTransmitter()
+    m.submodules.ftx = ftx = FrameTransmitter(serial_crc=serial_crc)
     m.submodules.utx = utx = UARTTx(divisor)
     m.submodules.urx = urx = UARTRx(divisor)
-    m.submodules.frx = frx = FrameReceiver(64)
+    m.submodules.frx = frx = FrameReceiver(64, serial_crc=serial_crc)
     m.d.comb += [
         utx.i.valid.eq(ftx.o.valid), utx.i.payload.eq(ftx.o.payload), ftx.o.ready.eq(utx.i.ready),
         urx.rx.eq(utx.tx),
