@@ -123,6 +123,9 @@ DESIGNS = (
            precheck=False),
     Design("up5k-8x4-ws-mixed-carry-l3-pll33", UP5K, _mixed_carry(8, 4, "ws", 3), 33e6,
            precheck=False),
+    # 40.5 MHz = 12 MHz x 54 / 16, the lowest PLL setting at or above 40 MHz.
+    Design("up5k-8x4-ws-mixed-carry-l3-pll40", UP5K, _mixed_carry(8, 4, "ws", 3), 40.5e6,
+           precheck=False),
     # HX8K board (no DSP blocks): tree PEs on the board clock, carry-chain PEs on the PLL.
     Design("hx8k-3x3-lut", HX8K, _cfg(3, 3), quick=True),
     Design("hx8k-4x5-lut-l2", HX8K, _cfg(4, 5, mul_latency=2), precheck=False),
