@@ -31,7 +31,7 @@ DESIGN_MAC_ARRAY = 1
 DESIGN_SNN_CORE = 2
 REPLY = 0x80
 #: Results per DATA frame (at most 4 bytes each: the payload stays within 256 bytes).
-DATA_CHUNK = 64
+DATA_CHUNK = 64     # a power of two: the shell counts results in a frame with its low bits
 #: SET_SHAPE payload: M, K, N (u16), flags (bit 0: raw int32 outputs), zero point, out_min, out_max.
 SET_SHAPE_FORMAT = "<HHHBhhh"
 _INFO_HEAD = "<4sBB8s"
@@ -273,8 +273,7 @@ class MacArrayShell(wiring.Component):
         # (a command is read before its reply is sent). A DATA frame has up to 4 * 64 bytes.
         byte_idx = Signal(range(max(self.max_payload, len(info), 4 * DATA_CHUNK)))
         tx_idx = byte_idx
-        chunk_bits = (DATA_CHUNK - 1).bit_length()
-        assert DATA_CHUNK == 1 << chunk_bits
+        chunk_bits = (DATA_CHUNK - 1).bit_length()     # DATA_CHUNK is a power of two
         # WRITE_*: the first bytes of a multi-byte element, shifted in from the top; the last
         # byte is used straight from the buffer. SET_SHAPE: the last bytes read.
         low = Signal(24, reset_less=True)
