@@ -11,6 +11,7 @@ from amaranth.sim import Simulator
 
 from npuforge.hdl.output_stage import PARAM_BIAS, PARAM_MULT, PARAM_SHIFT, OutputStage
 from npuforge.sim.golden import INT32_MAX, INT32_MIN, requantize, saturate
+from npuforge.sim.stream import stream_collect
 
 
 def run_stage(requant_radix, acc_bits, params, inputs, *, raw=0, zp=0, lo=-128, hi=127, seed=0,
@@ -49,19 +50,8 @@ def run_stage(requant_radix, acc_bits, params, inputs, *, raw=0, zp=0, lo=-128, 
                                     "n": rng_in.randrange(len(params))})
 
     async def consumer(ctx):
-        pending = None
-        while len(results) < len(inputs):
-            ready = rng_out.random() < ready_prob
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if pending is not None:
-                assert valid, "o.valid dropped before the transfer"
-                assert payload == pending, "o.payload changed before the transfer"
-            if valid and ready:
-                results.append(payload)
-                pending = None
-            elif valid:
-                pending = payload
+        await stream_collect(ctx, dut.o, len(inputs), results,
+                             ready=lambda: rng_out.random() < ready_prob)
         ctx.set(dut.o.ready, 0)
         assert not ctx.get(dut.o.valid)
         await ctx.tick()

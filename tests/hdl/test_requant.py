@@ -23,6 +23,7 @@ from tools import require_tool, run_tool, tools_required
 
 from npuforge.hdl.requant import SERIAL, Requantizer
 from npuforge.sim.golden import INT32_MAX, INT32_MIN, requantize
+from npuforge.sim.stream import stream_collect
 
 RADICES = [SERIAL, 1, 4, 8, 31]
 I16_MIN, I16_MAX = -(2**15), 2**15 - 1
@@ -64,19 +65,8 @@ def simulate(radix_bits, items, raws, *, zp=0, lo=-128, hi=127, seed=0, gap_prob
             ctx.set(dut.raw, rng_in.randint(0, 1))
 
     async def consumer(ctx):
-        pending = None  # (payload) of a valid output not yet taken
-        while len(results) < len(items):
-            ready = rng_out.random() < ready_prob
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if pending is not None:
-                assert valid, "o.valid dropped before the transfer"
-                assert payload == pending, "o.payload changed before the transfer"
-            if valid and ready:
-                results.append(payload)
-                pending = None
-            elif valid:
-                pending = payload
+        await stream_collect(ctx, dut.o, len(items), results,
+                             ready=lambda: rng_out.random() < ready_prob)
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
