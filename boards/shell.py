@@ -10,6 +10,7 @@ reply frame (``op | 0x80``) or an ``ERROR`` frame, except ``RUN``, whose reply i
 """
 
 import struct
+from contextlib import contextmanager
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, wiring
@@ -94,6 +95,37 @@ def parse_info(payload):
     else:
         info.update(design=f"unknown ({design})", config=None)
     return info
+
+
+def connect_uart(m, shell, frx, ftx):
+    """Add a UART of ``shell.divisor`` between ``shell``'s ``rx``/``tx`` pins and its framing.
+
+    The submodules are ``uart_rx``, ``uart_tx``, ``frx`` (received bytes into the frame receiver
+    ``frx``) and ``ftx`` (the frame transmitter ``ftx`` out through the UART), in that order.
+    """
+    m.submodules.uart_rx = urx = UARTRx(shell.divisor)
+    m.submodules.uart_tx = utx = UARTTx(shell.divisor)
+    m.submodules.frx = frx
+    m.submodules.ftx = ftx
+    m.d.comb += [urx.rx.eq(shell.rx), shell.tx.eq(utx.tx)]
+    wiring.connect(m, urx.o, frx.i)
+    wiring.connect(m, ftx.o, utx.i)
+
+
+@contextmanager
+def on_command(m, *, frx, err_code, err_op):
+    """What a shell's ``IDLE`` state waits for; use inside ``with m.State("IDLE")``.
+
+    An error of the frame receiver (bad CRC or length, a truncated frame, ...) is taken and goes
+    to ``ERROR_HEADER``, its code and opcode in ``err_code``/``err_op`` for the ERROR frame; it
+    comes before a waiting command frame. The body runs while a command frame is waiting.
+    """
+    with m.If(frx.error.valid):
+        m.d.comb += frx.error.ready.eq(1)
+        m.d.sync += [err_code.eq(frx.error.payload.code), err_op.eq(frx.error.payload.op)]
+        m.next = "ERROR_HEADER"
+    with m.Elif(frx.frame.valid):
+        yield
 
 
 def offer_header(m, ftx, op, length):
@@ -215,20 +247,15 @@ class MacArrayShell(wiring.Component):
         cfg = self.config
         info = self.info
         m = Module()
-        m.submodules.uart_rx = urx = UARTRx(self.divisor)
-        m.submodules.uart_tx = utx = UARTTx(self.divisor)
         # A UART byte takes 10 * divisor >= 20 cycles: room for the bit-serial CRCs (9 cycles).
-        m.submodules.frx = frx = FrameReceiver(self.max_payload, serial_crc=True)
+        frx = FrameReceiver(self.max_payload, serial_crc=True)
         # Replies: DATA frames of at most DATA_CHUNK results of up to 4 bytes, or INFO.
-        m.submodules.ftx = ftx = FrameTransmitter(max_payload=max(4 * DATA_CHUNK, len(info)),
-                                                  serial_crc=True)
+        ftx = FrameTransmitter(max_payload=max(4 * DATA_CHUNK, len(info)), serial_crc=True)
+        connect_uart(m, self, frx, ftx)
         if self.array_domain == "sync":
             m.submodules.array = arr = MacArray(cfg)
         else:
             m.submodules.array = arr = SplitMacArray(cfg, self.array_domain)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
-        wiring.connect(m, urx.o, frx.i)
-        wiring.connect(m, ftx.o, utx.i)
 
         if self.info_bram:
             # Yosys keeps a ROM this small in logic unless told otherwise.
@@ -309,33 +336,28 @@ class MacArrayShell(wiring.Component):
         m.d.sync += y_ack.eq(0)
 
         with m.FSM(name="dispatch") as fsm:
-            with m.State("IDLE"):
-                with m.If(frx.error.valid):
-                    m.d.comb += frx.error.ready.eq(1)
-                    m.d.sync += [err_code.eq(frx.error.payload.code), err_op.eq(frx.error.payload.op)]
-                    m.next = "ERROR_HEADER"
-                with m.Elif(frx.frame.valid):
-                    # Decode the command into flags here (the frame's op and length hold until it
-                    # is taken), so that DISPATCH acts on registers, not on comparisons.
-                    m.d.sync += [byte_idx.eq(0), cmd.eq(0), cmd_ok.eq(0)]
-                    with m.Switch(op):
-                        with m.Case(Op.INFO):
-                            m.d.sync += cmd.info.eq(1)
-                        with m.Case(Op.RESET):
-                            m.d.sync += cmd.reset.eq(1)
-                        with m.Case(Op.SET_SHAPE):
-                            m.d.sync += [cmd.set_shape.eq(1),
-                                         cmd_ok.eq(length == struct.calcsize(SET_SHAPE_FORMAT))]
-                        for load_op, size in ((Op.WRITE_X, x_bytes), (Op.WRITE_W, w_bytes),
-                                              (Op.WRITE_BIAS, 4), (Op.WRITE_MULT, 4),
-                                              (Op.WRITE_SHIFT, 1)):
-                            with m.Case(load_op):
-                                # A whole number of elements, at least one.
-                                m.d.sync += [cmd.load.eq(1), cmd_ok.eq(
-                                    (length != 0) & (length[:size.bit_length() - 1] == 0))]
-                        with m.Case(Op.RUN):
-                            m.d.sync += [cmd.run.eq(1), cmd_ok.eq(shape_ok)]
-                    m.next = "DISPATCH"
+            with m.State("IDLE"), on_command(m, frx=frx, err_code=err_code, err_op=err_op):
+                # Decode the command into flags here (the frame's op and length hold until it
+                # is taken), so that DISPATCH acts on registers, not on comparisons.
+                m.d.sync += [byte_idx.eq(0), cmd.eq(0), cmd_ok.eq(0)]
+                with m.Switch(op):
+                    with m.Case(Op.INFO):
+                        m.d.sync += cmd.info.eq(1)
+                    with m.Case(Op.RESET):
+                        m.d.sync += cmd.reset.eq(1)
+                    with m.Case(Op.SET_SHAPE):
+                        m.d.sync += [cmd.set_shape.eq(1),
+                                     cmd_ok.eq(length == struct.calcsize(SET_SHAPE_FORMAT))]
+                    for load_op, size in ((Op.WRITE_X, x_bytes), (Op.WRITE_W, w_bytes),
+                                          (Op.WRITE_BIAS, 4), (Op.WRITE_MULT, 4),
+                                          (Op.WRITE_SHIFT, 1)):
+                        with m.Case(load_op):
+                            # A whole number of elements, at least one.
+                            m.d.sync += [cmd.load.eq(1), cmd_ok.eq(
+                                (length != 0) & (length[:size.bit_length() - 1] == 0))]
+                    with m.Case(Op.RUN):
+                        m.d.sync += [cmd.run.eq(1), cmd_ok.eq(shape_ok)]
+                m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
                 def refuse(code):

@@ -25,6 +25,7 @@ the FIFO empty: every output event of a command reaches the host before its repl
 import hashlib
 import json
 import struct
+from contextlib import contextmanager
 
 from amaranth.hdl import Cat, Const, Elaboratable, Module, Mux, Signal
 from amaranth.lib import wiring
@@ -46,9 +47,17 @@ from ..hdl.lif import (
     LifParams,
     const_multiply,
 )
-from ..hdl.uart import UARTRx, UARTTx
 from .protocol import ErrorCode, Op
-from .shell import DESIGN_SNN_CORE, INFO_MAGIC, PROTOCOL_VERSION, REPLY, offer_header, reply_states
+from .shell import (
+    DESIGN_SNN_CORE,
+    INFO_MAGIC,
+    PROTOCOL_VERSION,
+    REPLY,
+    connect_uart,
+    offer_header,
+    on_command,
+    reply_states,
+)
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -205,6 +214,29 @@ def _check_int(component, name, value, lo, hi):
         raise reject(component, ValueError(f"{name} must be an integer in {lo}..{hi}, not {value!r}"))
 
 
+@contextmanager
+def _buffer_byte(m, read_state, byte_state):
+    """Two FSM states that read one byte of the frame buffer, which answers one cycle after the
+    address: ``read_state`` waits that cycle, the body is ``byte_state``'s, with the byte on
+    ``frx.rd_data``."""
+    with m.State(read_state):
+        m.next = byte_state
+    with m.State(byte_state):
+        yield
+
+
+@contextmanager
+def _buffer_u16(m, prefix, *, frx, byte_idx, low):
+    """A little-endian u16 of the frame buffer at ``byte_idx``, in the states ``{prefix}_READ_LO``,
+    ``{prefix}_LO``, ``{prefix}_READ_HI`` and ``{prefix}_HI``: the low byte goes to the 8-bit
+    ``low`` (``byte_idx`` moves on), the body is ``{prefix}_HI``'s, with the whole value yielded."""
+    with _buffer_byte(m, f"{prefix}_READ_LO", f"{prefix}_LO"):
+        m.d.sync += [low.eq(frx.rd_data), byte_idx.eq(byte_idx + 1)]
+        m.next = f"{prefix}_READ_HI"
+    with _buffer_byte(m, f"{prefix}_READ_HI", f"{prefix}_HI"):
+        yield Cat(low, frx.rd_data)
+
+
 class SnnShell(wiring.Component):
     """A :class:`~npuforge.generators.SnnCore` driven over a UART with the framed protocol.
 
@@ -259,14 +291,9 @@ class SnnShell(wiring.Component):
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        m.submodules.uart_rx = urx = UARTRx(self.divisor)
-        m.submodules.uart_tx = utx = UARTTx(self.divisor)
-        m.submodules.frx = frx = FrameReceiver(self.max_payload)
-        m.submodules.ftx = ftx = FrameTransmitter()
+        frx, ftx = FrameReceiver(self.max_payload), FrameTransmitter()
+        connect_uart(m, self, frx, ftx)
         m.submodules.core = core = SnnCore(cfg)
-        m.d.comb += [urx.rx.eq(self.rx), self.tx.eq(utx.tx)]
-        wiring.connect(m, urx.o, frx.i)
-        wiring.connect(m, ftx.o, utx.i)
 
         # -- output events: core -> FIFO (the streamer below sends them as DATA frames) ----------
         out = core.events_out
@@ -327,15 +354,10 @@ class SnnShell(wiring.Component):
         run_states = ("E_READ_LO", "E_LO", "E_READ_HI", "E_HI", "E_PUSH", "ST_PUSH", "RUN_RELEASE",
                       "DRAIN")
         with m.FSM(name="dispatch") as fsm:
-            with m.State("IDLE"):
-                with m.If(frx.error.valid):
-                    m.d.comb += frx.error.ready.eq(1)
-                    m.d.sync += [err_code.eq(frx.error.payload.code), err_op.eq(frx.error.payload.op)]
-                    m.next = "ERROR_HEADER"
-                with m.Elif(frx.frame.valid):
-                    m.d.sync += [op.eq(frx.frame.payload.op), length.eq(frx.frame.payload.length),
-                                 byte_idx.eq(0), word_pos.eq(0)]
-                    m.next = "DISPATCH"
+            with m.State("IDLE"), on_command(m, frx=frx, err_code=err_code, err_op=err_op):
+                m.d.sync += [op.eq(frx.frame.payload.op), length.eq(frx.frame.payload.length),
+                             byte_idx.eq(0), word_pos.eq(0)]
+                m.next = "DISPATCH"
 
             with m.State("DISPATCH"):
                 with m.Switch(op):
@@ -380,11 +402,7 @@ class SnnShell(wiring.Component):
                     m.next = "ACK"
 
             # -- SNN_WRITE_W: header, check, then words onto the core's load port ---------------
-            # The frame buffer answers one cycle after the address: a READ state sets the
-            # address, the next state takes the byte.
-            with m.State("WH_READ"):
-                m.next = "WH_BYTE"
-            with m.State("WH_BYTE"):
+            with _buffer_byte(m, "WH_READ", "WH_BYTE"):
                 m.d.sync += [header.eq(Cat(header[8:], frx.rd_data)), byte_idx.eq(byte_idx + 1)]
                 with m.If(byte_idx == header_bytes - 1):
                     m.next = "WH_CHECK"
@@ -399,9 +417,7 @@ class SnnShell(wiring.Component):
                 with m.Else():
                     m.d.sync += [load_addr.eq(start), load_left.eq(count)]
                     m.next = "W_READ"
-            with m.State("W_READ"):
-                m.next = "W_BYTE"
-            with m.State("W_BYTE"):
+            with _buffer_byte(m, "W_READ", "W_BYTE"):
                 m.d.sync += [word.eq(Cat(word[8:], frx.rd_data)), byte_idx.eq(byte_idx + 1)]
                 with m.If(word_pos == wb - 1):
                     m.d.sync += word_pos.eq(0)
@@ -420,15 +436,7 @@ class SnnShell(wiring.Component):
                         m.next = "W_READ"
 
             # -- SNN_SPIKES: check every entry first (a bad one changes nothing), then push -----
-            with m.State("E_READ_LO"):
-                m.next = "E_LO"
-            with m.State("E_LO"):
-                m.d.sync += [entry[:8].eq(frx.rd_data), byte_idx.eq(byte_idx + 1)]
-                m.next = "E_READ_HI"
-            with m.State("E_READ_HI"):
-                m.next = "E_HI"
-            with m.State("E_HI"):
-                full = Cat(entry[:8], frx.rd_data)
+            with _buffer_u16(m, "E", frx=frx, byte_idx=byte_idx, low=entry[:8]) as full:
                 m.d.sync += [entry.eq(full), byte_idx.eq(byte_idx + 1)]
                 with m.If(scanning):
                     with m.If((full != EOT) & (full >= cfg.axons)):
@@ -450,15 +458,7 @@ class SnnShell(wiring.Component):
                         m.next = "E_READ_LO"
 
             # -- SNN_STEP: n end-of-timestep markers ---------------------------------------------
-            with m.State("ST_READ_LO"):
-                m.next = "ST_LO"
-            with m.State("ST_LO"):
-                m.d.sync += [step_left[:8].eq(frx.rd_data), byte_idx.eq(byte_idx + 1)]
-                m.next = "ST_READ_HI"
-            with m.State("ST_READ_HI"):
-                m.next = "ST_HI"
-            with m.State("ST_HI"):
-                count = Cat(step_left[:8], frx.rd_data)
+            with _buffer_u16(m, "ST", frx=frx, byte_idx=byte_idx, low=step_left[:8]) as count:
                 with m.If(count == 0):
                     bad_argument()
                 with m.Else():
@@ -493,9 +493,7 @@ class SnnShell(wiring.Component):
                         m.next = "IDLE"
 
             # -- SNN_READ: status byte, then the counters ----------------------------------------
-            with m.State("RD_FLAGS_READ"):
-                m.next = "RD_FLAGS"
-            with m.State("RD_FLAGS"):
+            with _buffer_byte(m, "RD_FLAGS_READ", "RD_FLAGS"):
                 m.d.sync += clear_after_read.eq(frx.rd_data[0])
                 m.next = "RD_HEADER"
             with m.State("RD_HEADER"):

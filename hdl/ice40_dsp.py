@@ -124,6 +124,24 @@ def _drive_output(m, port, value, registered):
 
 
 class _Mac16Base(wiring.Component):
+    #: ``SB_MAC16`` blocks one instance uses.
+    dsp_blocks = 1
+
+    def _configure(self, a_signed, b_signed, latency, use_primitive, *, width):
+        """Check and store the parameters both wrappers take; set the operand and product shapes
+        (operands of ``width`` bits) from which the subclass then builds its signature."""
+        _check_bool(self, "a_signed", a_signed)
+        _check_bool(self, "b_signed", b_signed)
+        _check_latency(self, latency, 3)
+        _check_use_primitive(self, use_primitive)
+        self.a_signed = a_signed
+        self.b_signed = b_signed
+        self._latency = latency
+        self.use_primitive = use_primitive
+        self.a_shape = _operand_shape(a_signed, width)
+        self.b_shape = _operand_shape(b_signed, width)
+        self.p_shape = product_shape(self.a_shape, self.b_shape)
+
     def _use_primitive(self, platform):
         if self.use_primitive is None:
             return platform is not None
@@ -193,21 +211,8 @@ class DualMac8x8(_Mac16Base):
         A parameter has the wrong type or is out of range.
     """
 
-    #: ``SB_MAC16`` blocks one instance uses.
-    dsp_blocks = 1
-
     def __init__(self, a_signed=True, b_signed=True, *, latency=2, use_primitive=None):
-        _check_bool(self, "a_signed", a_signed)
-        _check_bool(self, "b_signed", b_signed)
-        _check_latency(self, latency, 3)
-        _check_use_primitive(self, use_primitive)
-        self.a_signed = a_signed
-        self.b_signed = b_signed
-        self._latency = latency
-        self.use_primitive = use_primitive
-        self.a_shape = _operand_shape(a_signed, 8)
-        self.b_shape = _operand_shape(b_signed, 8)
-        self.p_shape = product_shape(self.a_shape, self.b_shape)
+        self._configure(a_signed, b_signed, latency, use_primitive, width=8)
         super().__init__({
             "a0": In(self.a_shape), "b0": In(self.b_shape),
             "a1": In(self.a_shape), "b1": In(self.b_shape),
@@ -298,21 +303,8 @@ class Mac16x16(_Mac16Base):
         A parameter has the wrong type or is out of range.
     """
 
-    #: ``SB_MAC16`` blocks one instance uses.
-    dsp_blocks = 1
-
     def __init__(self, a_signed=True, b_signed=True, *, latency=2, use_primitive=None):
-        _check_bool(self, "a_signed", a_signed)
-        _check_bool(self, "b_signed", b_signed)
-        _check_latency(self, latency, 3)
-        _check_use_primitive(self, use_primitive)
-        self.a_signed = a_signed
-        self.b_signed = b_signed
-        self._latency = latency
-        self.use_primitive = use_primitive
-        self.a_shape = _operand_shape(a_signed, 16)
-        self.b_shape = _operand_shape(b_signed, 16)
-        self.p_shape = product_shape(self.a_shape, self.b_shape)
+        self._configure(a_signed, b_signed, latency, use_primitive, width=16)
         super().__init__({
             "a": In(self.a_shape), "b": In(self.b_shape), "en": In(1), "p": Out(self.p_shape),
         })

@@ -62,6 +62,14 @@ def divisor_for(clk_hz, baud):
     return divisor
 
 
+def _tx_members():
+    return {"i": In(stream.Signature(8)), "tx": Out(1, init=1)}
+
+
+def _rx_members():
+    return {"rx": In(1, init=1), "o": Out(stream.Signature(8)), "error": Out(1), "overrun": Out(1)}
+
+
 class UARTTx(wiring.Component):
     """8N1 transmitter.
 
@@ -88,10 +96,7 @@ class UARTTx(wiring.Component):
 
     def __init__(self, divisor):
         self.divisor = _check_divisor(self, divisor)
-        super().__init__({
-            "i": In(stream.Signature(8)),
-            "tx": Out(1, init=1),
-        })
+        super().__init__(_tx_members())
 
     def elaborate(self, platform):
         m = Module()
@@ -168,12 +173,7 @@ class UARTRx(wiring.Component):
 
     def __init__(self, divisor):
         self.divisor = _check_divisor(self, divisor)
-        super().__init__({
-            "rx": In(1, init=1),
-            "o": Out(stream.Signature(8)),
-            "error": Out(1),
-            "overrun": Out(1),
-        })
+        super().__init__(_rx_members())
 
     def elaborate(self, platform):
         m = Module()
@@ -267,14 +267,8 @@ class UART(wiring.Component):
 
     def __init__(self, divisor):
         self.divisor = _check_divisor(self, divisor)
-        super().__init__({
-            "i": In(stream.Signature(8)),
-            "tx": Out(1, init=1),
-            "rx": In(1, init=1),
-            "o": Out(stream.Signature(8)),
-            "error": Out(1),
-            "overrun": Out(1),
-        })
+        # Exactly the transmitter's and the receiver's ports: elaborate() passes each through.
+        super().__init__({**_tx_members(), **_rx_members()})
 
     def elaborate(self, platform):
         m = Module()

@@ -9,12 +9,10 @@
   random GEMM over the host protocol on a real or a simulated board and checks it.
 """
 
-import sys
-from pathlib import Path
-
 import numpy as np
 
 from . import cmd_snn
+from ._cli_common import board_spec, build_and_report, build_dir, check_seed, fail, open_board
 from .config import (
     ConfigError,
     add_design_arguments,
@@ -24,11 +22,6 @@ from .config import (
 )
 
 __all__ = ["register"]
-
-
-def _fail(message):
-    print(f"npuforge: error: {message}", file=sys.stderr)
-    return 1
 
 
 def register(subparsers):
@@ -122,31 +115,20 @@ def run_boards(args):
     return 0
 
 
-def _board_spec(name):
-    from .boards.registry import get_board
-    try:
-        return get_board(name)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-
-
 def run_build(args):
     if args.design == "snn-core":
         return cmd_snn.run_board_build(args)
     cmd_snn.check_design_flags(args, "mac-array")
-    from .boards.build import BuildError, build
-    from .boards.toolchain import ToolchainError
     from .boards.top import BoardTop, NoUart, fill_config, shell_resources
 
-    spec = _board_spec(args.board)
+    spec = board_spec(args.board)
     config = config_from_args(args, "mac-array")
     if args.fill:
         try:
             config = fill_config(spec, config)
         except ValueError as exc:
-            return _fail(str(exc))
-    if args.seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, not {args.seed}")
+            return fail(str(exc))
+    check_seed(args.seed)
     try:
         top = BoardTop(config, spec, baud=args.baud,
                        array_clock_hz=None if args.array_clock is None else args.array_clock * 1e6)
@@ -154,33 +136,21 @@ def run_build(args):
         raise ConfigError(str(exc)) from None
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    out = Path(args.output or Path("build") / spec.name)
+    out = build_dir(args.output, spec)
     clock = "" if top.array_clock_hz is None else f", array at {top.array_clock_hz / 1e6:g} MHz"
     print(f"building mac-array {config.rows}x{config.cols} {config.dataflow} {config.multiplier} "
           f"({config.macs_per_cycle} MACs/cycle{clock}) for {spec.name} ({spec.device}) into {out}")
-    try:
-        result = build(top, spec, out, seed=args.seed, plan_only=args.plan_only,
-                       resources=shell_resources(config), progress=True, cache=not args.no_cache)
-    except (BuildError, ToolchainError) as exc:
-        return _fail(str(exc))
-    if result.plan_only:
-        print(f"plan written to {out} (no tools run)")
-        return 0
-    print()
-    print(result.report.table())
-    if result.cached:
-        print("(cached: an identical build already existed)")
-    return 0 if result.report.passed else 1
+    return build_and_report(top, spec, out, args, shell_resources(config))
 
 
 def run_flash(args):
     from .boards.flash import FlashError, flash
-    spec = _board_spec(args.board)
-    directory = Path(args.directory or Path("build") / spec.name)
+    spec = board_spec(args.board)
+    directory = build_dir(args.directory, spec)
     try:
         flash(spec, directory)
     except FlashError as exc:
-        return _fail(str(exc))
+        return fail(str(exc))
     print(f"programmed {spec.name} with {directory / 'top.bin'}")
     return 0
 
@@ -195,13 +165,9 @@ def run_run(args):
 
     config = config_from_args(args, "mac-array")
     m, k, n, seed, requant = workload_from_args(args, config)
-    if args.virtual:
-        board = VirtualBoard(config, backend=args.backend)
-    else:
-        try:
-            board = SerialBoard(args.port, args.baud, timeout=10.0)
-        except RuntimeError as exc:
-            return _fail(str(exc))
+    board = open_board(args, config, VirtualBoard, SerialBoard)
+    if board is None:
+        return 1
     with board:
         try:
             info = board.info()
@@ -210,7 +176,7 @@ def run_run(args):
             x, w, bias, params = random_operands(dev, m, k, n, seed=seed, requant=requant)
             y = board.gemm(x, w, bias, params)
         except (BoardTimeout, DeviceError, RuntimeError) as exc:
-            return _fail(str(exc))
+            return fail(str(exc))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     expected = mac_array_reference(x, w, bias, params, acc_bits=dev.accumulator_bits, k_group=dev.k_group)

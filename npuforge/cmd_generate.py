@@ -9,16 +9,18 @@
   golden model for a seeded random GEMM (``--m/--k/--n/--seed/--requant``).
 """
 
-import sys
-from pathlib import Path
-
-from amaranth.back.verilog import YosysError
-
 from . import cmd_snn
+from ._cli_common import (
+    add_output_arguments,
+    convert_design,
+    module_name,
+    output_dir,
+    write_outputs,
+)
 from .config import ConfigError, add_design_arguments, add_workload_arguments, config_from_args
 from .config import workload_from_args as _workload_from_args
-from .manifest import build_manifest, write_manifest
-from .verilog import check_module_name, generate
+from .manifest import build_manifest
+from .verilog import generate
 
 __all__ = ["register", "run_mac_array"]
 
@@ -50,13 +52,7 @@ def register(subparsers):
         "mac-array", help="a systolic MAC array: Y = requant(X @ W + bias)",
         description=_DESCRIPTION)
     add_design_arguments(mac, "mac-array")
-    out = mac.add_argument_group("output")
-    out.add_argument("-o", "--output", metavar="DIR", required=True,
-                     help="directory for the generated files (created if missing; files in it are "
-                          "overwritten)")
-    out.add_argument("--name", default="mac_array", metavar="NAME",
-                     help="name of the Verilog top module and of the files: a Verilog identifier "
-                          "(default: mac_array)")
+    out = add_output_arguments(mac, "mac_array")
     out.add_argument("--testbench", action="store_true",
                      help="also write tb_<name>.v, a self-checking testbench for the GEMM given by "
                           "the workload options")
@@ -71,10 +67,7 @@ def register(subparsers):
 def run_mac_array(args):
     """Handle ``npuforge generate mac-array``; return the exit status."""
     config = config_from_args(args, "mac-array")
-    try:
-        name = check_module_name(args.name)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
+    name = module_name(args)
     workload_given = [flag for flag, value in (("--m", args.m), ("--k", args.k), ("--n", args.n),
                                                ("--seed", args.seed), ("--requant", args.requant or None),
                                                ("--no-backpressure", not args.backpressure or None))
@@ -84,17 +77,12 @@ def run_mac_array(args):
     if args.testbench:
         m, k, n, seed, requant = _workload_from_args(args, config)
 
-    outdir = Path(args.output)
-    if outdir.exists() and not outdir.is_dir():
-        raise ConfigError(f"output must be a directory, not the file {str(outdir)!r}")
-    try:
-        verilog_text, rtlil_text, component = generate(config, name)
-    except YosysError as exc:
-        lines = str(exc).strip().splitlines() or ["no message"]
-        print(f"npuforge: error: Yosys failed: {lines[-1]}", file=sys.stderr)
+    outdir = output_dir(args)
+    converted = convert_design(generate, config, name)
+    if converted is None:
         return 1
+    files, verilog_text, component = converted
 
-    files = {"verilog": (f"{name}.v", verilog_text), "rtlil": (f"{name}.il", rtlil_text)}
     testbench = None
     if args.testbench:
         # Imported here: the testbench needs the simulation package, `generate` alone does not.
@@ -107,17 +95,10 @@ def run_mac_array(args):
                      "requant": requant, "outputs": m * n, "backpressure": args.backpressure}
 
     manifest = build_manifest(config, verilog_text, component, name, files=files, testbench=testbench)
-    outdir.mkdir(parents=True, exist_ok=True)
-    for fname, text in files.values():
-        (outdir / fname).write_text(text, encoding="utf-8")
-    write_manifest(manifest, outdir / "manifest.json")
-
     figures = manifest["derived"]
     acc = figures["accumulator"]
-    print(f"mac-array {config.rows}x{config.cols} {config.dataflow}: {figures['macs_per_cycle']} MACs/cycle, "
-          f"{acc['bits']}-bit accumulator{' (saturating)' if acc['saturating'] else ''}, "
-          f"{figures['buffer_bits']['total']} buffer bits")
-    for fname, _text in files.values():
-        print(f"wrote {outdir / fname}")
-    print(f"wrote {outdir / 'manifest.json'} (content hash {manifest['content_hash']['hex'][:16]})")
+    write_outputs(outdir, files, manifest,
+                  f"mac-array {config.rows}x{config.cols} {config.dataflow}: {figures['macs_per_cycle']} "
+                  f"MACs/cycle, {acc['bits']}-bit accumulator{' (saturating)' if acc['saturating'] else ''}, "
+                  f"{figures['buffer_bits']['total']} buffer bits")
     return 0

@@ -17,9 +17,22 @@ The parameters are those of :class:`~npuforge.generators.snn_core.SnnCoreConfig`
 """
 
 import sys
-from pathlib import Path
 
 import numpy as np
+
+from ._cli_common import (
+    add_output_arguments,
+    board_spec,
+    build_and_report,
+    build_dir,
+    check_seed,
+    convert_design,
+    fail,
+    module_name,
+    open_board,
+    output_dir,
+    write_outputs,
+)
 
 __all__ = ["check_design_flags", "random_network", "register_generate", "register_sim",
            "run_board_build", "run_board_run", "run_generate", "run_sim", "snn_manifest",
@@ -53,11 +66,6 @@ the simulation speed (simulated cycles per wall-clock second).
 
 exit status: 0 PASS, 1 FAIL (a mismatch), 2 bad input.
 """
-
-
-def _fail(message):
-    print(f"npuforge: error: {message}", file=sys.stderr)
-    return 1
 
 
 # -- argument groups ---------------------------------------------------------------------------
@@ -184,13 +192,7 @@ def register_generate(designs):
     parser = designs.add_parser(DESIGN, help="an event-driven spiking-neuron core (LIF, AER in/out)",
                                 description=_GENERATE_DESCRIPTION)
     add_design_arguments(parser, DESIGN)
-    out = parser.add_argument_group("output")
-    out.add_argument("-o", "--output", metavar="DIR", required=True,
-                     help="directory for the generated files (created if missing; files in it are "
-                          "overwritten)")
-    out.add_argument("--name", default="snn_core", metavar="NAME",
-                     help="name of the Verilog top module and of the files: a Verilog identifier "
-                          "(default: snn_core)")
+    add_output_arguments(parser, "snn_core")
     parser.set_defaults(handler=run_generate)
 
 
@@ -270,41 +272,23 @@ def snn_manifest(config, verilog_text, component, name, *, files=None, tools=Non
 
 def run_generate(args):
     """Handle ``npuforge generate snn-core``; return the exit status."""
-    from amaranth.back.verilog import YosysError
-
-    from .config import ConfigError, config_from_args
-    from .manifest import write_manifest
-    from .verilog import check_module_name
+    from .config import config_from_args
 
     config = config_from_args(args, DESIGN)
-    try:
-        name = check_module_name(args.name)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from None
-    outdir = Path(args.output)
-    if outdir.exists() and not outdir.is_dir():
-        raise ConfigError(f"output must be a directory, not the file {str(outdir)!r}")
-    try:
-        verilog_text, rtlil_text, component = generate_snn_core(config, name)
-    except YosysError as exc:
-        lines = str(exc).strip().splitlines() or ["no message"]
-        return _fail(f"Yosys failed: {lines[-1]}")
-    files = {"verilog": (f"{name}.v", verilog_text), "rtlil": (f"{name}.il", rtlil_text)}
+    name = module_name(args)
+    outdir = output_dir(args)
+    converted = convert_design(generate_snn_core, config, name)
+    if converted is None:
+        return 1
+    files, verilog_text, component = converted
     manifest = snn_manifest(config, verilog_text, component, name, files=files)
-    outdir.mkdir(parents=True, exist_ok=True)
-    for fname, text in files.values():
-        (outdir / fname).write_text(text, encoding="utf-8")
-    write_manifest(manifest, outdir / "manifest.json")
-
     d = manifest["derived"]
     mem = d["memories"]
-    print(f"{_describe(config)}: {d['sops_per_cycle']:g} SOPs/cycle ({d['cycles_per_event']} cycles "
-          f"per event), weights {mem['weights']['words']}x{mem['weights']['width']} in "
-          f"{mem['weights']['kind'].upper()}, state {mem['state']['words']}x{mem['state']['width']} "
-          f"in {mem['state']['kind'].upper()}")
-    for fname, _text in files.values():
-        print(f"wrote {outdir / fname}")
-    print(f"wrote {outdir / 'manifest.json'} (content hash {manifest['content_hash']['hex'][:16]})")
+    write_outputs(outdir, files, manifest,
+                  f"{_describe(config)}: {d['sops_per_cycle']:g} SOPs/cycle ({d['cycles_per_event']} "
+                  f"cycles per event), weights {mem['weights']['words']}x{mem['weights']['width']} in "
+                  f"{mem['weights']['kind'].upper()}, state {mem['state']['words']}x"
+                  f"{mem['state']['width']} in {mem['state']['kind'].upper()}")
     return 0
 
 
@@ -349,7 +333,7 @@ def run_sim(args):
         result = simulate_snn(config, weights, spikes, bias=bias, record_membrane=record, vcd=args.vcd,
                               backend=args.backend)
     except RuntimeError as exc:       # a hang, or the Verilator model failed
-        return _fail(str(exc))
+        return fail(str(exc))
     expected = _golden(config, weights, bias, spikes, record_membrane=record)
     problem = _compare(expected, result.events, result.counters)
     if problem is None and record and not np.array_equal(expected.membrane, result.membrane):
@@ -414,48 +398,31 @@ def check_design_flags(args, design):
 
 def run_board_build(args):
     """Handle ``npuforge build --design snn-core``; return the exit status."""
-    from .boards.build import BuildError, build
-    from .boards.registry import get_board
     from .boards.snn_shell import SnnBoardTop, snn_shell_resources
-    from .boards.toolchain import ToolchainError
     from .boards.top import NoUart
     from .config import ConfigError, config_from_args
 
     check_design_flags(args, DESIGN)
-    try:
-        spec = get_board(args.board)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+    spec = board_spec(args.board)
     config = config_from_args(args, DESIGN)
-    if args.seed < 0:
-        raise ConfigError(f"seed must be an integer >= 0, not {args.seed}")
+    check_seed(args.seed)
     try:
         top = SnnBoardTop(config, spec, baud=args.baud)
     except (NoUart, ValueError) as exc:
         raise ConfigError(str(exc)) from None
-    out = Path(args.output or Path("build") / spec.name)
+    out = build_dir(args.output, spec)
     print(f"building {_describe(config)} for {spec.name} ({spec.device}) into {out}")
-    try:
-        result = build(top, spec, out, seed=args.seed, plan_only=args.plan_only,
-                       resources=snn_shell_resources(config), progress=True, cache=not args.no_cache)
-    except (BuildError, ToolchainError) as exc:
-        return _fail(str(exc))
-    if result.plan_only:
-        print(f"plan written to {out} (no tools run)")
-        return 0
-    print()
-    print(result.report.table())
-    report = result.report
-    fmax = min((c.fmax_mhz for c in report.clocks.values()), default=None)
-    clock = spec.clock_hz
-    sops = config.neurons * clock / config.sweep_cycles()
-    print(f"\nthroughput at {clock / 1e6:g} MHz: {sops / 1e6:.1f} M SOPs/s "
-          f"({config.neurons} SOPs per input event in {config.sweep_cycles()} cycles)"
-          + (f"; at Fmax {fmax:.1f} MHz: {config.neurons * fmax / config.sweep_cycles():.1f} M SOPs/s"
-             if fmax else ""))
-    if result.cached:
-        print("(cached: an identical build already existed)")
-    return 0 if report.passed else 1
+
+    def throughput(report):
+        fmax = min((c.fmax_mhz for c in report.clocks.values()), default=None)
+        clock = spec.clock_hz
+        sops = config.neurons * clock / config.sweep_cycles()
+        print(f"\nthroughput at {clock / 1e6:g} MHz: {sops / 1e6:.1f} M SOPs/s "
+              f"({config.neurons} SOPs per input event in {config.sweep_cycles()} cycles)"
+              + (f"; at Fmax {fmax:.1f} MHz: {config.neurons * fmax / config.sweep_cycles():.1f} M SOPs/s"
+                 if fmax else ""))
+
+    return build_and_report(top, spec, out, args, snn_shell_resources(config), after_table=throughput)
 
 
 def run_board_run(args):
@@ -467,25 +434,21 @@ def run_board_run(args):
     check_design_flags(args, DESIGN)
     config = config_from_args(args, DESIGN)
     timesteps, rate, seed = _workload(args)
-    if args.virtual:
-        board = VirtualSnnBoard(config, backend=args.backend)
-    else:
-        try:
-            board = SerialSnnBoard(args.port, args.baud, timeout=10.0)
-        except RuntimeError as exc:
-            return _fail(str(exc))
+    board = open_board(args, config, VirtualSnnBoard, SerialSnnBoard)
+    if board is None:
+        return 1
     with board:
         try:
             info = board.info()
             if info["design"] != DESIGN:
-                return _fail(f"the board runs a {info['design']}, not an {DESIGN}")
+                return fail(f"the board runs a {info['design']}, not an {DESIGN}")
             dev = info["config"]
             print(f"connected: {_describe(dev)}, hash {info['hash']}")
             weights, bias, spikes = random_network(dev, timesteps=timesteps, rate=rate, seed=seed)
             board.load_weights(weights, bias)
             result = board.run(spikes)
         except (BoardTimeout, DeviceError, RuntimeError) as exc:
-            return _fail(str(exc))
+            return fail(str(exc))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
     expected = _golden(dev, weights, bias, spikes)
