@@ -120,8 +120,8 @@ class Requantizer(wiring.Component):
        ``lsb`` below it. The 31 multiply steps (adding when the multiplier bit is set) leave the high
        multiply ``x`` in ``high``; ``shift`` more steps divide it by ``2**shift`` (a floor), keeping
        the last bit shifted out and a sticky OR of the earlier ones; one more step leaves
-       ``q = x >> shift`` in ``{high, lsb}``. Raw mode adds ``acc`` in that last step instead, so that
-       ``{high, lsb} = acc``.
+       ``q = x >> shift`` in ``{high, lsb}``. Raw mode skips to that last step (from a zero
+       ``high``) and adds ``acc`` in it, so that ``{high, lsb} = acc`` after one step.
     3. **zero point** (1 cycle): an 18-bit adder forms ``y = q + zero_point + round`` (``round`` from
        the last bit and the sticky bit) on the low bits of ``q``; if ``q`` lies outside
        ``-2**16 .. 2**16 - 1`` the result clamps by its sign alone, since ``|zero_point| <= 2**15``.
@@ -130,7 +130,7 @@ class Requantizer(wiring.Component):
 
     On the iCE40 every bit of these four carry chains is one logic cell: the LUT in front of the
     carry also does the step's add-or-keep choice, the raw bypass, or a clamp multiplexer. The unit
-    delivers a result every ``36 + shift`` cycles (36 in raw mode); :attr:`cycles_per_result` is the
+    delivers a result every ``36 + shift`` cycles (5 in raw mode); :attr:`cycles_per_result` is the
     worst case, 67. It reads ``i.payload`` (``mult`` and ``shift``) and ``raw`` until the result is ready
     and takes its input in the cycle its result leaves (``i.ready = o.valid & o.ready``, so
     :attr:`latency` is 0): as the stream rules require, the producer holds the payload from
@@ -370,6 +370,10 @@ class Requantizer(wiring.Component):
             m.d.sync += [settle.eq(done), ready.eq(settle)]
             with m.If(self.i.valid & ~loaded):
                 m.d.sync += [acc_r.eq(acc), loaded.eq(1)]
+                # Raw mode skips the multiply and shift steps: one step adds acc to a zero high.
+                # Loading follows a release (d = 1, high = 2**30), so three bits change.
+                with m.If(raw):
+                    m.d.sync += [d[0].eq(0), d[5].eq(1), high[30].eq(0)]
             with m.If(step):
                 m.d.sync += [
                     high.eq(shifted[1:]),

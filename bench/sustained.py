@@ -1,0 +1,119 @@
+"""Sustained throughput: how busy a 256x256x256 GEMM keeps the array of each large board design.
+
+The designs are those of ``bench/qor.py`` that reach 24 MACs per cycle or more, with their buffers
+sized for the whole GEMM (``max_m = max_k = max_n = 256``). Each runs once with raw int32 results and
+once requantized to int8 (the output stage's requantizer then sets the pace when it is the bit-serial
+one), on the Verilator back end, and must match the NumPy golden model. Utilization is useful MACs
+over ``MACs/cycle x cycles``, from START to the last result leaving the array; loading the operands
+(host I/O) is reported separately as ``load_cycles``.
+
+Writes ``bench/results/sustained.json`` and ``sustained.md``.
+
+Usage: ``python bench/sustained.py [--size 256] [--only NAME] [--out DIR]``
+"""
+
+import argparse
+import dataclasses
+import fnmatch
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from qor import DESIGNS, allocation  # noqa: E402
+from sim_speed import _operands  # noqa: E402
+
+from npuforge.hdl.requant import cycles_per_result  # noqa: E402
+from npuforge.sim import verilator  # noqa: E402
+from npuforge.sim.gemm import simulate_gemm  # noqa: E402
+from npuforge.sim.golden import mac_array_reference  # noqa: E402
+
+#: Designs whose array clock matters: at least this many MACs per cycle.
+MIN_MACS = 24
+
+
+def _designs(only):
+    seen, picked = set(), []
+    for design in DESIGNS:
+        cfg = design.config
+        if cfg.macs_per_cycle < MIN_MACS:
+            continue
+        if only and not any(fnmatch.fnmatch(design.name, pattern) for pattern in only):
+            continue
+        key = (design.board, cfg)           # the same array at another clock simulates the same
+        if key in seen:
+            continue
+        seen.add(key)
+        picked.append(design)
+    return picked
+
+
+def run(design, size, seed=0):
+    cfg = dataclasses.replace(design.config, max_m=size, max_k=size, max_n=size)
+    x, w, bias, requant = _operands(size, size, size, seed)
+    rows = []
+    for mode, rq in (("raw", None), ("int8", requant)):
+        t0 = time.perf_counter()
+        result = simulate_gemm(cfg, x, w, bias, rq, backend="verilator")
+        seconds = time.perf_counter() - t0
+        want = mac_array_reference(x, w, bias, rq, acc_bits=cfg.accumulator_bits, k_group=cfg.k_group)
+        if not np.array_equal(result.y, want):
+            raise SystemExit(f"{design.name} ({mode}): the array disagrees with the golden model")
+        compute = size ** 3 / cfg.macs_per_cycle
+        rows.append({
+            "design": design.name, "board": design.board, "allocation": allocation(cfg),
+            "macs_per_cycle": cfg.macs_per_cycle, "requant_radix": cfg.requant_radix,
+            "requant_cycles_per_result": cycles_per_result(cfg.requant_radix),
+            "mode": mode, "gemm": f"{size}x{size}x{size}", "cycles": result.cycles,
+            "ideal_cycles": compute, "utilization": result.utilization,
+            "load_cycles": result.load_cycles, "sim_seconds": seconds,
+        })
+        print(f"  {design.name:36s} {mode:4s} {result.cycles:>9d} cycles  "
+              f"{result.utilization:6.1%} busy  ({seconds:.1f} s)", flush=True)
+    return rows
+
+
+def markdown(rows, meta):
+    lines = [
+        "# Sustained GEMM throughput",
+        "",
+        (f"`python bench/sustained.py` — {meta['date']}, Verilator {meta['verilator']}. "
+        f"Buffers sized for the GEMM (max_m = max_k = max_n = {meta['size']}); cycles from START to the "
+        "last result out of the array; host I/O (operand loading) excluded and shown separately."),
+        "",
+        "| design | board | allocation | MACs/cycle | outputs | cycles | ideal | busy | load cycles |",
+        "|---|---|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(f"| {row['design']} | {row['board']} | {row['allocation']} | {row['macs_per_cycle']} "
+                     f"| {row['mode']} | {row['cycles']} | {row['ideal_cycles']:.0f} "
+                     f"| {row['utilization']:.1%} | {row['load_cycles']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256, help="M = K = N of the GEMM")
+    parser.add_argument("--only", action="append", default=[], help="design name pattern (repeatable)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    args = parser.parse_args(argv)
+    if not verilator.verilator_available():
+        raise SystemExit(verilator.INSTALL_HINT)
+    rows = []
+    for design in _designs(args.only):
+        rows += run(design, args.size)
+    meta = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "python": platform.python_version(),
+            "verilator": verilator.verilator_version()}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "sustained.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    (args.out / "sustained.md").write_text(markdown(rows, meta))
+    print(markdown(rows, meta))
+
+
+if __name__ == "__main__":
+    main()
