@@ -56,6 +56,8 @@ flash: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/qor.py
 	$(PY) bench/sim_speed.py
+	$(PY) bench/sustained.py
+	$(PY) bench/activity.py
 
 clean:
 	rm -rf $(OUT) build .pytest_cache .ruff_cache .hypothesis

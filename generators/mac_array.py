@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Optional
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -153,8 +153,11 @@ class MacArrayConfig:
         Requantized outputs are int8 (True) or uint8 (False); the clamp limits are runtime inputs.
     operand_gating : bool
         Give every PE its own operand registers that hold their value while either operand is
-        zero (the product is then forced to zero): the multiplier does not toggle on the zeros
-        that ReLU activations are full of. Costs one pipeline stage and the registers.
+        zero (the product is then forced to zero), while the PE lies outside the tile (the last
+        rows or columns of a GEMM that does not fill the array) and between beats: the multiplier
+        does not toggle on the zeros that ReLU activations are full of, nor when idle.
+        Output-stationary accumulators then take a new sum only when a product changes. Costs
+        one pipeline stage and the registers.
     """
 
     rows: int = 4
@@ -784,10 +787,15 @@ class MacCore(wiring.Component):
                 m.d.comb += [mul.en.eq(cen), mul.a.eq(slot.a), mul.b.eq(slot.b), slot.p.eq(mul.p)]
         return slots
 
-    def _feed(self, m, cen, slot, a, b, name):
+    def _feed(self, m, cen, slot, a, b, name, *, force=None, enable=None):
         """Connect a PE's operands; with operand gating through registers that hold on a zero.
 
-        ``slot.p`` is replaced by the product the accumulator must use (zero for a gated beat).
+        The operand registers load when both operands are non-zero, or when ``force`` is set,
+        and only when ``enable`` is set (both optional). ``slot.zero`` then tells, aligned with the
+        product, that the registers held (the product is a stale one); ``slot.zero_next`` is the
+        same flag a stage earlier: 0 when the product changes at the end of this cycle.
+        Weight-stationary arrays replace ``slot.p`` by the product the column sum must use (zero
+        for a gated beat); output-stationary ones use ``slot.raw_p`` (see `_elaborate_os`).
         """
         cfg = self.config
         if not cfg.operand_gating:
@@ -795,23 +803,29 @@ class MacCore(wiring.Component):
             return
         a_pe = Signal(slot.a.shape(), name=f"ga_{name}")
         b_pe = Signal(slot.b.shape(), name=f"gb_{name}")
+        load = Signal(name=f"gl_{name}")
+        nonzero = (a != 0) & (b != 0)
+        if force is not None:
+            nonzero = nonzero | force
+        m.d.comb += load.eq(nonzero if enable is None else nonzero & enable)
         zero = Signal(name=f"gz_{name}")
         with m.If(cen):
-            m.d.sync += zero.eq((a == 0) | (b == 0))
-            with m.If((a != 0) & (b != 0)):
+            m.d.sync += zero.eq(~load)
+            with m.If(load):
                 m.d.sync += [a_pe.eq(a), b_pe.eq(b)]
         m.d.comb += [slot.a.eq(a_pe), slot.b.eq(b_pe)]
         # The zero flag travels alongside the multiplier's pipeline.
+        zero_next = ~load
         for k in range(cfg.mul_latency):
             nxt = Signal(name=f"gz_{name}_d{k + 1}")
             with m.If(cen):
                 m.d.sync += nxt.eq(zero)
-            zero = nxt
+            zero_next, zero = zero, nxt
         slot.raw_p = slot.p
         slot.zero = zero
+        slot.zero_next = zero_next
         if cfg.dataflow == "ws":
-            # The column adder tree needs a zero from a gated PE; output-stationary PEs instead
-            # skip the accumulation (see `_elaborate_os`).
+            # The column adder tree needs a zero from a gated PE.
             product = Signal(slot.p.shape(), name=f"gp_{name}")
             m.d.comb += product.eq(Mux(zero, 0, slot.p))
             slot.p = product
@@ -888,27 +902,41 @@ class MacCore(wiring.Component):
         # The last beat of a tile hands `acc + p` to the shadow register and clears the
         # accumulator with the flip-flop's synchronous reset, so the next tile's first beat adds
         # to zero without a multiplexer in front of the adder.
+        #
+        # With operand gating the accumulator runs one product behind: `acc` holds the sum of the
+        # tile's products but the latest, which waits in the multiplier's output (held there
+        # while operands are gated), and `acc + p` is the tile's running sum. `acc` takes that sum
+        # only when the multiplier's product changes, so on a gated beat neither the adder's inputs
+        # nor its output move. Every tile's first beat loads its operands (a zero product if one is
+        # zero), so the held product always belongs to the current tile, and that beat's arrival
+        # clears `acc`.
         accs = [[Signal(signed(acc_bits), name=f"acc_{i}_{j}") for j in range(C)] for i in range(R)]
         sums = [[None] * C for _ in range(R)]
         beat = cen & ctrl[P].valid
         for i in range(R):
             for j in range(C):
-                self._feed(m, cen, muls[i][j], a_reg[i], b_reg[j], f"{i}_{j}")
                 acc = accs[i][j]
                 total = Signal(signed(acc_bits), name=f"sum_{i}_{j}")
                 sums[i][j] = total
                 if cfg.operand_gating:
-                    # A gated beat adds nothing: the accumulator holds and its adder sees a held
-                    # product, so neither toggles.
-                    zero = muls[i][j].zero
-                    m.d.comb += total.eq(Mux(zero, acc, self._accumulate(acc, muls[i][j].raw_p)))
-                else:
-                    zero = Const(0)
-                    m.d.comb += total.eq(self._accumulate(acc, muls[i][j].p))
+                    # PEs outside the tile (its last rows or columns of a ragged GEMM) and every
+                    # PE between runs hold their operands too.
+                    used = ctrl[2].valid & (ctrl[2].rows_valid > i) & (ctrl[2].cols_valid > j)
+                    self._feed(m, cen, muls[i][j], a_reg[i], b_reg[j], f"{i}_{j}",
+                               force=ctrl[2].first, enable=used)
+                    m.d.comb += total.eq(self._accumulate(acc, muls[i][j].raw_p))
+                    with m.If(cen & ~muls[i][j].zero_next):
+                        with m.If(ctrl[P - 1].first):
+                            m.d.sync += acc.eq(0)
+                        with m.Else():
+                            m.d.sync += acc.eq(total)
+                    continue
+                self._feed(m, cen, muls[i][j], a_reg[i], b_reg[j], f"{i}_{j}")
+                m.d.comb += total.eq(self._accumulate(acc, muls[i][j].p))
                 with m.If(beat):
                     with m.If(ctrl[P].last):
                         m.d.sync += acc.eq(0)
-                    with m.Elif(~zero):
+                    with m.Else():
                         m.d.sync += acc.eq(total)
 
         # -- shadow chain: captured tiles drain in row-major order while the next accumulates ----
@@ -1093,7 +1121,9 @@ class MacCore(wiring.Component):
                                  weight_load=(w_load, row_load))
         for i in range(R):
             for j in range(C):
-                self._feed(m, cen, muls[i][j], a_reg[i], wt[i][j], f"{i}_{j}")
+                # Columns outside the tile and every PE between beats hold their operands too.
+                self._feed(m, cen, muls[i][j], a_reg[i], wt[i][j], f"{i}_{j}",
+                           enable=ctrl[2].valid & (ctrl[2].cols_valid > j))
         colsum_bits = cfg.product_bits + max(1, math.ceil(math.log2(R))) + 1
         colsum = [Signal(signed(colsum_bits), name=f"colsum_{j}") for j in range(C)]
         for j in range(C):
