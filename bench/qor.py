@@ -333,7 +333,7 @@ def run_design(design: Design, build_root: Path, precheck: bool = True) -> dict:
     out_dir = build_root / design.name
     split = design.array_hz is not None
     target_hz = pll_parameters(spec.clock_hz, design.array_hz)["f_out"] if split else spec.clock_hz
-    estimate = shell_resources(cfg)
+    estimate = shell_resources(cfg, split=split)
     row = {
         "name": design.name, "board": spec.name, "device": spec.device,
         "rows": cfg.rows, "cols": cfg.cols, "dataflow": cfg.dataflow,
@@ -588,7 +588,7 @@ def main(argv=None):
 
     if args.list:
         for d in DESIGNS:
-            est = shell_resources(d.config)
+            est = shell_resources(d.config, split=d.array_hz is not None)
             clock = f"{d.array_hz / 1e6:g} MHz PLL" if d.array_hz else "board clock"
             print(f"{d.name:<24} {d.board:<18} {allocation(d.config):<42} {clock:<14} "
                   f"estimate {est['logic_cells']} LC{'  (quick)' if d.quick else ''}")

@@ -125,7 +125,7 @@ def run_build(args):
     config = config_from_args(args, "mac-array")
     if args.fill:
         try:
-            config = fill_config(spec, config)
+            config = fill_config(spec, config, split=args.array_clock is not None)
         except ValueError as exc:
             return fail(str(exc))
     check_seed(args.seed)
@@ -140,7 +140,8 @@ def run_build(args):
     clock = "" if top.array_clock_hz is None else f", array at {top.array_clock_hz / 1e6:g} MHz"
     print(f"building mac-array {config.rows}x{config.cols} {config.dataflow} {config.multiplier} "
           f"({config.macs_per_cycle} MACs/cycle{clock}) for {spec.name} ({spec.device}) into {out}")
-    return build_and_report(top, spec, out, args, shell_resources(config))
+    return build_and_report(top, spec, out, args,
+                            shell_resources(config, split=top.array_clock_hz is not None))
 
 
 def run_flash(args):

@@ -1,5 +1,8 @@
 """The board top: plan-only shell builds for every board, PLL settings, filling a board."""
 
+import json
+from pathlib import Path
+
 import pytest
 
 from npuforge.boards.build import DoesNotFit, build
@@ -96,3 +99,34 @@ def test_placer_overflow_is_reported_as_does_not_fit():
     err = nextpnr_failure(log, get_board("icebreaker"))
     assert isinstance(err, DoesNotFit)
     assert str(err).startswith("design needs 5449 logic cells but icebreaker (iCE40UP5K) has 5280")
+
+
+def test_estimates_follow_the_measured_builds():
+    # bench/results/qor.json holds nextpnr's counts for complete builds (bench/qor.py); the
+    # estimate that refuses designs before synthesis and sizes `--fill` must stay close to them.
+    rows = json.loads((Path(__file__).parents[2] / "bench" / "results" / "qor.json").read_text())["rows"]
+    built = [row for row in rows if row["status"] in ("PASS", "FAIL")]
+    assert len(built) >= 6
+    for row in built:
+        est = shell_resources(MacArrayConfig.from_dict(row["config"]), split=row["split"])
+        used = {key: row["resources"][key]["used"] for key in ("logic_cells", "bram", "dsp")}
+        assert abs(est["logic_cells"] / used["logic_cells"] - 1) < 0.10, (row["name"], est, used)
+        # Yosys may mix block RAM geometries in one memory; the estimate uses one.
+        assert used["bram"] <= est["bram"] <= used["bram"] + 2, (row["name"], est, used)
+        assert est["dsp"] == used["dsp"], row["name"]
+
+
+def test_fill_config_shapes():
+    # At most twice as long as wide; the clock-domain crossing of a PLL design is counted.
+    for board in ("icebreaker", "ice40_hx8k_b_evn"):
+        for split in (False, True):
+            for dataflow in ("os", "ws"):
+                cfg = fill_config(board, MacArrayConfig(dataflow=dataflow), split=split)
+                assert max(cfg.rows, cfg.cols) <= 2 * min(cfg.rows, cfg.cols)
+                need = shell_resources(cfg, split=split)
+                budget = get_board(board).budget.as_dict()
+                assert need["logic_cells"] <= 0.92 * budget["logic_cells"]
+                assert need["bram"] <= budget["bram"]
+    plain = shell_resources(MacArrayConfig())
+    split = shell_resources(MacArrayConfig(), split=True)
+    assert split["bram"] == plain["bram"] + 3 and split["logic_cells"] > plain["logic_cells"]
