@@ -1,11 +1,11 @@
 """Sustained throughput: how busy a 256x256x256 GEMM keeps the array of each large board design.
 
-The designs are those of ``bench/qor.py`` that reach 24 MACs per cycle or more, with their buffers
-sized for the whole GEMM (``max_m = max_k = max_n = 256``). Each runs once with raw int32 results and
-once requantized to int8 (the output stage's requantizer then sets the pace when it is the bit-serial
-one), on the Verilator back end, and must match the NumPy golden model. Utilization is useful MACs
-over ``MACs/cycle x cycles``, from START to the last result leaving the array; loading the operands
-(host I/O) is reported separately as ``load_cycles``.
+The designs are those of ``bench/qor.py`` that fit their board and reach 24 MACs per cycle or more,
+with their buffers sized for the whole GEMM (``max_m = max_k = max_n = 256``). Each runs once with raw
+int32 results and once requantized to int8 (the output stage's requantizer then sets the pace when it
+is the bit-serial one), on the Verilator back end, and must match the NumPy golden model.
+Utilization is useful MACs over ``MACs/cycle x cycles``, from START to the last result leaving the
+array; loading the operands (host I/O) is reported separately as ``load_cycles``.
 
 Writes ``bench/results/sustained.json`` and ``sustained.md``.
 
@@ -28,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from qor import DESIGNS, allocation  # noqa: E402
 from sim_speed import _operands  # noqa: E402
 
+from npuforge.boards.registry import get_board  # noqa: E402
+from npuforge.boards.top import shell_resources  # noqa: E402
 from npuforge.hdl.requant import cycles_per_result  # noqa: E402
 from npuforge.sim import verilator  # noqa: E402
 from npuforge.sim.gemm import simulate_gemm  # noqa: E402
@@ -43,6 +45,10 @@ def _designs(only):
         cfg = design.config
         if cfg.macs_per_cycle < MIN_MACS:
             continue
+        need = shell_resources(cfg, split=design.array_hz is not None)
+        budget = get_board(design.board).budget.as_dict()
+        if any(need[key] > budget[key] for key in need):
+            continue                        # does not fit its board (a NO FIT row of the matrix)
         if only and not any(fnmatch.fnmatch(design.name, pattern) for pattern in only):
             continue
         key = (design.board, cfg)           # the same array at another clock simulates the same

@@ -291,7 +291,13 @@ class SnnShell(wiring.Component):
     def elaborate(self, platform):
         cfg = self.config
         m = Module()
-        frx, ftx = FrameReceiver(self.max_payload), FrameTransmitter()
+        # Bit-serial CRCs (a few LUTs instead of about 50 each; the UART is slower still) and a
+        # transmit length counter sized by the longest reply: INFO, the counters or a DATA frame.
+        cb = counter_bytes(cfg)
+        read_length = 1 + cb * len(COUNTER_NAMES)
+        frx = FrameReceiver(self.max_payload, serial_crc=True)
+        ftx = FrameTransmitter(max_payload=max(len(self.info), read_length, 2 * self.chunk, 4),
+                               serial_crc=True)
         connect_uart(m, self, frx, ftx)
         m.submodules.core = core = SnnCore(cfg)
 
@@ -328,11 +334,9 @@ class SnnShell(wiring.Component):
         clear_after_read = Signal()
 
         # Counters as little-endian bytes, each zero-extended to whole bytes.
-        cb = counter_bytes(cfg)
         pad = 8 * cb - cfg.counter_width
         counter_bits = Cat(*(Cat(getattr(core.counters, name), Const(0, pad)) if pad
                              else getattr(core.counters, name) for name in COUNTER_NAMES))
-        read_length = 1 + cb * len(COUNTER_NAMES)
 
         evin = core.events_in
         in_bits = len(evin.payload.addr)
