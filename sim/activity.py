@@ -2,9 +2,12 @@
 
 Dynamic power in CMOS follows the toggles of the nets (``P = a C V^2 f``); counting bit toggles of
 the datapath per MAC is a technology-independent way to compare design options such as operand
-gating. The datapath here is what every multiply drives: each PE multiplier's operands, its
-internal registers and its product (signals ``pe_*``, the gated operand registers ``ga_*``/``gb_*``
-and products ``gp_*``, and everything inside the multiplier instances).
+gating. The datapath here is what every multiply drives, each net once: every PE multiplier's
+operand ports (with operand gating, its held operand registers), its internal nodes and its
+product; the accumulators and their adders (``acc_*``, ``sum_*``); weight-stationary arrays' masked
+products (``gp_*``) and column sums (``colsum_*``). The shared row and column operand registers in
+front of the PEs, the buffers and the control are not counted. Zero-delay simulation: glitches are
+not seen. ``bench/activity.py`` applies it to operand gating.
 """
 
 import re
