@@ -16,7 +16,8 @@ products and column sums), each net once. Workloads:
 Why the saving is bounded: a gated PE skips the transitions into and out of a zero, but the next
 non-zero operand still differs from the held one. With independent zeros of probability ``z`` and
 ``C`` toggles per transition between two values (about as many between a value and zero), the
-multiplier's toggles drop from ``(1 - z**2) C`` to ``(1 - z) C`` per beat: a third at ``z = 1/2``.
+toggles of a multiplier's nodes and product drop from ``(1 - z**2) C`` to ``(1 - z) C`` per beat: a
+third at ``z = 1/2``.
 Accumulators change only on non-zero products with or without gating. Zeros in runs (real images)
 leave fewer transitions to skip.
 
