@@ -27,15 +27,19 @@ Usage: ``python bench/activity.py [--out DIR]``
 """
 
 import argparse
-import json
 import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from npuforge.generators import MacArrayConfig
-from npuforge.sim.activity import datapath_activity
+sys.path.insert(0, str(Path(__file__).parent))
+
+from _report import markdown_report, write_results  # noqa: E402
+
+from npuforge.generators import MacArrayConfig  # noqa: E402
+from npuforge.sim.activity import datapath_activity  # noqa: E402
 
 ARRAY = dict(rows=4, cols=4)
 
@@ -80,19 +84,13 @@ def measure():
 
 
 def markdown(rows, meta):
-    lines = [
-        "# Datapath activity with and without operand gating",
-        "",
-        (f"`python bench/activity.py` — {meta['date']}; 4x4 int8 array, tree logic multipliers, "
-        "Amaranth simulator waveforms, each datapath net counted once."),
-        "",
-        "| workload | dataflow | GEMM | zero activations | toggles/MAC | gated | saved |",
-        "|---|---|---|---:|---:|---:|---:|",
-    ]
-    for r in rows:
-        lines.append(f"| {r['workload']} | {r['dataflow']} | {r['gemm']} | {r['zero_activations']:.1%} "
-                     f"| {r['per_mac']:.1f} | {r['per_mac_gated']:.1f} | {r['saving']:.1%} |")
-    return "\n".join(lines) + "\n"
+    intro = (f"`python bench/activity.py` — {meta['date']}; 4x4 int8 array, tree logic multipliers, "
+             "Amaranth simulator waveforms, each datapath net counted once.")
+    columns = [("workload", False), ("dataflow", False), ("GEMM", False), ("zero activations", True),
+               ("toggles/MAC", True), ("gated", True), ("saved", True)]
+    cells = [[r["workload"], r["dataflow"], r["gemm"], f"{r['zero_activations']:.1%}", f"{r['per_mac']:.1f}",
+              f"{r['per_mac_gated']:.1f}", f"{r['saving']:.1%}"] for r in rows]
+    return markdown_report("Datapath activity with and without operand gating", intro, columns, cells)
 
 
 def main(argv=None):
@@ -101,10 +99,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     rows = measure()
     meta = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "activity.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (args.out / "activity.md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+    write_results(args.out, "activity", rows, meta, markdown(rows, meta))
 
 
 if __name__ == "__main__":

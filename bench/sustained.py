@@ -15,7 +15,6 @@ Usage: ``python bench/sustained.py [--size 256] [--only NAME] [--out DIR]``
 import argparse
 import dataclasses
 import fnmatch
-import json
 import platform
 import sys
 import time
@@ -25,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from _report import markdown_report, write_results  # noqa: E402
 from qor import DESIGNS, allocation  # noqa: E402
 from sim_speed import _operands  # noqa: E402
 
@@ -85,21 +85,14 @@ def run(design, size, seed=0):
 
 
 def markdown(rows, meta):
-    lines = [
-        "# Sustained GEMM throughput",
-        "",
-        (f"`python bench/sustained.py` — {meta['date']}, Verilator {meta['verilator']}. "
-        f"Buffers sized for the GEMM (max_m = max_k = max_n = {meta['size']}); cycles from START to the "
-        "last result out of the array; host I/O (operand loading) excluded and shown separately."),
-        "",
-        "| design | board | allocation | MACs/cycle | outputs | cycles | ideal | busy | load cycles |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|",
-    ]
-    for row in rows:
-        lines.append(f"| {row['design']} | {row['board']} | {row['allocation']} | {row['macs_per_cycle']} "
-                     f"| {row['mode']} | {row['cycles']} | {row['ideal_cycles']:.0f} "
-                     f"| {row['utilization']:.1%} | {row['load_cycles']} |")
-    return "\n".join(lines) + "\n"
+    intro = (f"`python bench/sustained.py` — {meta['date']}, Verilator {meta['verilator']}. "
+             f"Buffers sized for the GEMM (max_m = max_k = max_n = {meta['size']}); cycles from START to "
+             "the last result out of the array; host I/O (operand loading) excluded and shown separately.")
+    columns = [("design", False), ("board", False), ("allocation", False), ("MACs/cycle", True),
+               ("outputs", False), ("cycles", True), ("ideal", True), ("busy", True), ("load cycles", True)]
+    cells = [[r["design"], r["board"], r["allocation"], str(r["macs_per_cycle"]), r["mode"], str(r["cycles"]),
+              f"{r['ideal_cycles']:.0f}", f"{r['utilization']:.1%}", str(r["load_cycles"])] for r in rows]
+    return markdown_report("Sustained GEMM throughput", intro, columns, cells)
 
 
 def main(argv=None):
@@ -114,11 +107,8 @@ def main(argv=None):
     for design in _designs(args.only):
         rows += run(design, args.size)
     meta = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "python": platform.python_version(),
-            "verilator": verilator.verilator_version()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sustained.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
-    (args.out / "sustained.md").write_text(markdown(rows, meta))
-    print(markdown(rows, meta))
+            "verilator": ".".join(str(v) for v in verilator.verilator_version())}
+    write_results(args.out, "sustained", rows, meta, markdown(rows, meta))
 
 
 if __name__ == "__main__":
