@@ -5,7 +5,9 @@ with their buffers sized for the whole GEMM (``max_m = max_k = max_n = 256``). E
 int32 results and once requantized to int8 (the output stage's requantizer then sets the pace when it
 is the bit-serial one), on the Verilator back end, and must match the NumPy golden model.
 Utilization is useful MACs over ``MACs/cycle x cycles``, from START to the last result leaving the
-array; loading the operands (host I/O) is reported separately as ``load_cycles``.
+array; loading the operands (host I/O) is reported separately as ``load_cycles``. The output stage
+runs at the array's clock here; in the PLL board designs it stays on the board clock with the shell
+(see the README).
 
 Writes ``bench/results/sustained.json`` and ``sustained.md``.
 
