@@ -75,3 +75,40 @@ def test_split_array_counts_each_run_from_zero():
     assert results1 == results2
     assert stats1["cycles"] == stats2["cycles"]
     assert cfg.compute_cycles(5, 6, 5) <= stats1["cycles"] < 2 * cfg.compute_cycles(5, 6, 5) + 40
+
+
+@pytest.mark.parametrize("array_period", [0.29, 1.7])
+def test_split_array_back_to_back_jobs_reload_parameters(array_period):
+    # Parameters travel in-band to the output stage in the array domain: a second job with other
+    # shapes, biases and requantization (and backpressure on y) must not see the first one's.
+    rng = np.random.default_rng(11)
+    cfg = MacArrayConfig(rows=2, cols=3, max_m=6, max_k=7, max_n=6, requant_radix=0)
+    dut = SplitMacArray(cfg, "array")
+    jobs, benches = [], []
+    for (m_, k_, n_), raw in (((5, 7, 6), False), ((3, 4, 2), True), ((6, 2, 5), False)):
+        x = rng.integers(-128, 128, (m_, k_))
+        w = rng.integers(-128, 128, (k_, n_))
+        bias = rng.integers(-5000, 5000, n_)
+        rq = None if raw else RequantParams(mult=tuple(int(v) for v in rng.integers(2**29, 2**31, n_)),
+                                            shift=tuple(int(v) for v in rng.integers(0, 10, n_)),
+                                            zero_point=int(rng.integers(-5, 5)))
+        bench, results, _ = gemm_bench(dut, cfg, x, w, bias, rq, backpressure=0.3, rng=rng)
+        jobs.append((x, w, bias, rq, results))
+        benches.append(bench)
+
+    async def all_jobs(ctx):
+        for bench in benches:
+            await bench(ctx)
+
+    sim = Simulator(_TwoDomains(dut))
+    sim.add_clock(1e-6)
+    sim.add_clock(array_period * 1e-6, domain="array")
+    sim.add_testbench(all_jobs)
+    sim.run()
+    for x, w, bias, rq, results in jobs:
+        m_, n_ = x.shape[0], w.shape[1]
+        y = np.zeros((m_, n_), dtype=np.int64)
+        rows, cols = cfg.output_order(m_, n_)
+        y[rows, cols] = results
+        np.testing.assert_array_equal(y, mac_array_reference(x, w, bias, rq, acc_bits=cfg.accumulator_bits,
+                                                             k_group=cfg.k_group))
