@@ -37,7 +37,8 @@ BOARD_SHAPE_SMALL = (8, 16, 8)
 BOARD_SHAPE_LARGE = (96, 64, 64)
 
 
-def _operands(m, k, n, seed=0):
+def gemm_operands(m, k, n, seed=0):
+    """Random int8 operands, int32 biases and requantization parameters of an M x K x N GEMM."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (m, k))
     w = rng.integers(-128, 128, (k, n))
@@ -50,7 +51,7 @@ def _operands(m, k, n, seed=0):
 
 def bench_gemm(rows, repeat):
     cfg = MacArrayConfig(rows=rows, cols=rows)
-    x, w, bias, requant = _operands(*GEMM_SHAPE)
+    x, w, bias, requant = gemm_operands(*GEMM_SHAPE)
     expected = mac_array_reference(x, w, bias, requant, acc_bits=cfg.accumulator_bits, k_group=cfg.k_group)
 
     ama = simulate_gemm(cfg, x, w, bias, requant)
@@ -86,7 +87,7 @@ def bench_gemm(rows, repeat):
 
 
 def bench_board(backend, shape):
-    x, w, bias, requant = _operands(*shape, seed=1)
+    x, w, bias, requant = gemm_operands(*shape, seed=1)
     cfg = BOARD_CONFIG
     expected = mac_array_reference(x, w, bias, requant, acc_bits=cfg.accumulator_bits, k_group=cfg.k_group)
     t0 = time.perf_counter()

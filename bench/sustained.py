@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from _report import markdown_report, write_results  # noqa: E402
 from qor import DESIGNS, allocation  # noqa: E402
-from sim_speed import _operands  # noqa: E402
+from sim_speed import gemm_operands  # noqa: E402
 
 from npuforge.boards.registry import get_board  # noqa: E402
 from npuforge.boards.top import shell_resources  # noqa: E402
@@ -63,7 +63,7 @@ def _designs(only):
 
 def run(design, size, seed=0):
     cfg = dataclasses.replace(design.config, max_m=size, max_k=size, max_n=size)
-    x, w, bias, requant = _operands(size, size, size, seed)
+    x, w, bias, requant = gemm_operands(size, size, size, seed)
     rows = []
     for mode, rq in (("raw", None), ("int8", requant)):
         t0 = time.perf_counter()

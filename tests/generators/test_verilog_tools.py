@@ -1,20 +1,13 @@
 """The generated Verilog passes Verilator's lint and compiles with Icarus Verilog, for several configs."""
 
 import re
-import sys
-from pathlib import Path
 
 import pytest
+from tools import require_tool, run_tool
 
 from npuforge.generators import MacArrayConfig
 from npuforge.sim.testbench import VERILATOR_WAIVERS
 from npuforge.verilog import VERILOG_KEYWORDS, check_module_name, generate, yosys_info
-
-try:
-    from tools import require_tool, run_tool
-except ImportError:  # tests/ is on sys.path only when a tests/conftest.py exists
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tools import require_tool, run_tool
 
 pytestmark = pytest.mark.toolchain
 

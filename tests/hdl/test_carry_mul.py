@@ -8,7 +8,6 @@ import itertools
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tools import require_tool, run_tool, tools_required
 
 # _Cells and _pe_rows (the cell builder and the row construction) to evaluate the netlist in NumPy.
 from npuforge.hdl.carry_mul import (
@@ -29,12 +29,6 @@ from npuforge.hdl.carry_mul import (
     lut_init,
     split_rows,
 )
-
-try:
-    from tools import require_tool, run_tool, tools_required
-except ImportError:  # tests/ is on sys.path only when a tests/conftest.py exists
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tools import require_tool, run_tool, tools_required
 
 BOOLS = (True, False)
 SIGNEDNESS = list(itertools.product(BOOLS, BOOLS))

@@ -8,7 +8,6 @@ import random
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +16,9 @@ from amaranth.hdl import Cat, ClockDomain, Fragment, Module, Signal, signed, uns
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.sim import Simulator
+from tools import require_tool, run_tool, tools_required
 
 from npuforge.hdl.ice40_dsp import DualMac8x8, Mac16x16, PipelinedLutMultiplier
-
-try:
-    from tools import require_tool, run_tool, tools_required
-except ImportError:  # tests/ is on sys.path only when a tests/conftest.py exists
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tools import require_tool, run_tool, tools_required
 
 BOOLS = (True, False)
 DUAL_CONFIGS = [(sa, sb, lat) for sa in BOOLS for sb in BOOLS for lat in (0, 1, 2, 3)]

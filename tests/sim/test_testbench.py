@@ -2,11 +2,10 @@
 
 import os
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tools import require_tool, run_tool
 
 from npuforge.generators import MacArrayConfig
 from npuforge.manifest import verilog_ports
@@ -20,12 +19,6 @@ from npuforge.sim.testbench import (
     random_operands,
 )
 from npuforge.verilog import generate
-
-try:
-    from tools import require_tool, run_tool
-except ImportError:  # tests/ is on sys.path only when a tests/conftest.py exists
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tools import require_tool, run_tool
 
 # Small designs: each Icarus run takes well under a second.
 CONFIGS = {

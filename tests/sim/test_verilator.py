@@ -8,7 +8,6 @@ import gc
 import random
 import re
 import struct
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tools import require_tool, tools_required
 
 from npuforge.boards.host import BoardTimeout, DeviceError, VirtualBoard
 from npuforge.boards.protocol import ErrorCode, FrameError, Op, encode_frame
@@ -24,12 +24,6 @@ from npuforge.generators import MacArrayConfig
 from npuforge.sim import verilator
 from npuforge.sim.gemm import simulate_gemm
 from npuforge.sim.golden import RequantParams, mac_array_reference
-
-try:
-    from tools import require_tool, tools_required
-except ImportError:  # tests/ is on sys.path only when a tests/conftest.py exists
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tools import require_tool, tools_required
 
 pytestmark = pytest.mark.toolchain
 
