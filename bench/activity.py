@@ -1,9 +1,11 @@
 """Datapath activity: what operand gating saves, counted from simulation waveforms.
 
 Each workload runs on a 4x4 int8 array with and without ``operand_gating``, in both dataflows;
-``npuforge.sim.activity.datapath_activity`` counts the bit toggles of the datapath (PE multiplier
-operands, internal nodes and products, accumulators and their adders, weight-stationary masked
-products and column sums), each net once. Workloads:
+``npuforge.sim.activity.datapath_activity`` counts the bit toggles of the datapath (every PE
+multiplier's nets: operands, internal nodes, product; accumulators and their adders;
+weight-stationary column sums and accumulator memory data), each net once, settled values only.
+The control that gating adds (zero flags, load enables, product clears) is counted apart, and the
+saving is given without and with it. Workloads:
 
 * ``relu-uniform``: activations uniform in -128..127 with the negatives set to 0 (post-ReLU, about
   50 % zeros, independent), random int8 weights;
@@ -11,15 +13,17 @@ products and column sums), each net once. Workloads:
   zeros, in runs: image borders), its trained int8 weights;
 * ``dense``: no zeros at all (what gating costs when it has nothing to skip);
 * ``ragged``: ``relu-uniform`` activations in a GEMM that leaves PEs of the 4x4 array idle
-  (M = 10, N = 6).
+  (M = 10, N = 6);
+* ``relu-uniform-dsp``: ``relu-uniform`` on ``SB_MAC16`` PE models (latency 2): the DSPs'
+  internal multiplier nodes are not in the model, only their ports and registers.
 
 Why the saving is bounded: a gated PE skips the transitions into and out of a zero, but the next
 non-zero operand still differs from the held one. With independent zeros of probability ``z`` and
 ``C`` toggles per transition between two values (about as many between a value and zero), the
 toggles of a multiplier's nodes and product drop from ``(1 - z**2) C`` to ``(1 - z) C`` per beat: a
-third at ``z = 1/2``.
-Accumulators change only on non-zero products with or without gating. Zeros in runs (real images)
-leave fewer transitions to skip.
+third at ``z = 1/2``. Output-stationary accumulators change only on non-zero products with or
+without gating; weight-stationary PEs also stop computing on the data that streams past them
+between tiles. Zeros in runs (real images) leave fewer transitions to skip.
 
 Writes ``bench/results/activity.json`` and ``activity.md``.
 
@@ -51,45 +55,57 @@ def _relu_uniform(rng, m, k, n):
 
 
 def workloads():
+    """``(name, x, w, extra config)`` of every workload."""
     rng = np.random.default_rng(5)
-    yield "relu-uniform", *_relu_uniform(rng, 16, 16, 8)
-    yield "ragged", *_relu_uniform(rng, 10, 16, 6)
-    yield "dense", rng.integers(1, 128, (16, 16)), rng.integers(-128, 128, (16, 8))
+    x, w = _relu_uniform(rng, 16, 16, 8)
+    yield "relu-uniform", x, w, {}
+    yield "relu-uniform-dsp", x, w, {"multiplier": "dsp", "mul_latency": 2}
+    yield "ragged", *_relu_uniform(rng, 10, 16, 6), {}
+    yield "dense", rng.integers(1, 128, (16, 16)), rng.integers(-128, 128, (16, 8)), {}
     from npuforge.models import load_digits_split, quantize_mlp, train_digits_mlp
     split = load_digits_split(seed=0)
     qmodel = quantize_mlp(train_digits_mlp(seed=0, split=split), split.x_train)
-    yield "digits-layer1", qmodel.quantize_input(split.x_test[:16]), np.asarray(qmodel.layers[0].w)
+    yield ("digits-layer1", qmodel.quantize_input(split.x_test[:16]), np.asarray(qmodel.layers[0].w),
+           {})
 
 
 def measure():
     rows = []
-    for name, x, w in workloads():
+    for name, x, w, extra in workloads():
         m, k = x.shape
         n = w.shape[1]
         for dataflow in ("os", "ws"):
-            cfg = dict(ARRAY, dataflow=dataflow, max_m=m, max_k=k, max_n=n)
+            cfg = dict(ARRAY, dataflow=dataflow, max_m=m, max_k=k, max_n=n, **extra)
             base = datapath_activity(MacArrayConfig(**cfg), x, w)
             gated = datapath_activity(MacArrayConfig(operand_gating=True, **cfg), x, w)
             row = {
                 "workload": name, "dataflow": dataflow, "gemm": f"{m}x{k}x{n}",
                 "zero_activations": float(np.mean(x == 0)), "macs": base.macs,
                 "toggles": base.toggles, "toggles_gated": gated.toggles,
+                "control_gated": gated.control_toggles,
                 "per_mac": base.per_mac, "per_mac_gated": gated.per_mac,
+                "control_per_mac": gated.control_toggles / gated.macs,
                 "saving": 1 - gated.toggles / base.toggles,
+                "saving_with_control": 1 - gated.total / base.total,
             }
             rows.append(row)
-            print(f"  {name:14s} {dataflow}  {row['per_mac']:6.1f} -> {row['per_mac_gated']:6.1f} "
-                  f"toggles/MAC  ({row['saving']:+.1%} saved)", flush=True)
+            print(f"  {name:16s} {dataflow}  {row['per_mac']:6.1f} -> {row['per_mac_gated']:6.1f} "
+                  f"+ {row['control_per_mac']:4.1f} toggles/MAC  ({row['saving']:+.1%} datapath, "
+                  f"{row['saving_with_control']:+.1%} with control)", flush=True)
     return rows
 
 
 def markdown(rows, meta):
-    intro = (f"`python bench/activity.py` — {meta['date']}; 4x4 int8 array, tree logic multipliers, "
-             "Amaranth simulator waveforms, each datapath net counted once.")
+    intro = (f"`python bench/activity.py` — {meta['date']}; 4x4 int8 array, tree logic multipliers "
+             "(latency 1) unless the workload says `dsp`, Amaranth simulator waveforms, each datapath "
+             "net counted once, settled values. *Control*: the zero flags, load enables and product "
+             "clears that gating adds.")
     columns = [("workload", False), ("dataflow", False), ("GEMM", False), ("zero activations", True),
-               ("toggles/MAC", True), ("gated", True), ("saved", True)]
+               ("toggles/MAC", True), ("gated", True), ("saved", True), ("control/MAC", True),
+               ("saved with control", True)]
     cells = [[r["workload"], r["dataflow"], r["gemm"], f"{r['zero_activations']:.1%}", f"{r['per_mac']:.1f}",
-              f"{r['per_mac_gated']:.1f}", f"{r['saving']:.1%}"] for r in rows]
+              f"{r['per_mac_gated']:.1f}", f"{r['saving']:.1%}", f"{r['control_per_mac']:.1f}",
+              f"{r['saving_with_control']:.1%}"] for r in rows]
     return markdown_report("Datapath activity with and without operand gating", intro, columns, cells)
 
 

@@ -159,11 +159,11 @@ class MacArrayConfig:
         Requantized outputs are int8 (True) or uint8 (False); the clamp limits are runtime inputs.
     operand_gating : bool
         Give every PE its own operand registers that hold their value while either operand is
-        zero (the product is then forced to zero), while the PE lies outside the tile (the last
-        rows or columns of a GEMM that does not fill the array) and between beats: the multiplier
-        does not toggle on the zeros that ReLU activations are full of, nor when idle.
-        Output-stationary accumulators then take a new sum only when a product changes. Costs
-        one pipeline stage and the registers.
+        zero, while the PE lies outside the tile (the last rows or columns of a GEMM that does not
+        fill the array) and between beats: the multiplier does not toggle on the zeros that ReLU
+        activations are full of, nor when idle. Output-stationary accumulators then take a new
+        sum only when a product changes; weight-stationary logic multipliers load a zero product
+        (DSP PEs' products are masked). Costs one pipeline stage and the registers.
     """
 
     rows: int = 4
@@ -439,6 +439,8 @@ class _Slot:
 
     def __init__(self, a, b, p):
         self.a, self.b, self.p = a, b, p
+        #: A registered logic multiplier's ``clear`` input (load a zero product), else None.
+        self.clear = None
 
 
 def _saturate(value, bits):
@@ -795,17 +797,21 @@ class MacCore(wiring.Component):
                     mul = Multiplier(shape_a, shape_b, kind=kind, latency=lat)
                 m.submodules[f"{prefix}_{i}_{j}"] = mul
                 m.d.comb += [mul.en.eq(cen), mul.a.eq(slot.a), mul.b.eq(slot.b), slot.p.eq(mul.p)]
+                if lat >= 1:
+                    slot.clear = Signal(name=f"{prefix}_clr_{i}_{j}")
+                    m.d.comb += mul.clear.eq(slot.clear)
         return slots
 
     def _feed(self, m, cen, slot, a, b, name, *, force=None, enable=None):
         """Connect a PE's operands; with operand gating through registers that hold on a zero.
 
         The operand registers load when both operands are non-zero, or when ``force`` is set,
-        and only when ``enable`` is set (both optional). ``slot.zero`` then tells, aligned with the
-        product, that the registers held (the product is a stale one); ``slot.zero_next`` is the
-        same flag a stage earlier: 0 when the product changes at the end of this cycle.
-        Weight-stationary arrays replace ``slot.p`` by the product the column sum must use (zero
-        for a gated beat); output-stationary ones use ``slot.raw_p`` (see `_elaborate_os`).
+        and only when ``enable`` is set (both optional). ``slot.zero_next`` tells, a stage before
+        the product, that the registers held: it is 0 when the product changes at the end of this
+        cycle (the product then is a fresh one).
+        Weight-stationary arrays see a zero in ``slot.p`` for a gated beat (cleared product
+        register, or a masked product); output-stationary ones use ``slot.raw_p`` (see
+        `_elaborate_os`).
         """
         cfg = self.config
         if not cfg.operand_gating:
@@ -818,27 +824,35 @@ class MacCore(wiring.Component):
         if force is not None:
             nonzero = nonzero | force
         m.d.comb += load.eq(nonzero if enable is None else nonzero & enable)
-        zero = Signal(name=f"gz_{name}")
-        with m.If(cen):
-            m.d.sync += zero.eq(~load)
-            with m.If(load):
-                m.d.sync += [a_pe.eq(a), b_pe.eq(b)]
+        with m.If(cen & load):
+            m.d.sync += [a_pe.eq(a), b_pe.eq(b)]
         m.d.comb += [slot.a.eq(a_pe), slot.b.eq(b_pe)]
-        # The zero flag travels alongside the multiplier's pipeline.
-        zero_next = ~load
-        for k in range(cfg.mul_latency):
-            nxt = Signal(name=f"gz_{name}_d{k + 1}")
-            with m.If(cen):
-                m.d.sync += nxt.eq(zero)
-            zero_next, zero = zero, nxt
+        # The zero flag travels alongside the multiplier's pipeline: flags[s] is aligned with
+        # stage s after the operand registers' input (flags[1] with the registers, flags[1 + L]
+        # with the product). Only the stages something uses are built.
+        flags = [~load]
+
+        def flag(stage):
+            while len(flags) <= stage:
+                nxt = Signal(name=f"gz_{name}" if len(flags) == 1 else f"gz_{name}_d{len(flags) - 1}")
+                with m.If(cen):
+                    m.d.sync += nxt.eq(flags[-1])
+                flags.append(nxt)
+            return flags[stage]
+
+        zero_next = flag(cfg.mul_latency)
         slot.raw_p = slot.p
-        slot.zero = zero
         slot.zero_next = zero_next
         if cfg.dataflow == "ws":
-            # The column adder tree needs a zero from a gated PE.
-            product = Signal(slot.p.shape(), name=f"gp_{name}")
-            m.d.comb += product.eq(Mux(zero, 0, slot.p))
-            slot.p = product
+            # The column adder tree needs a zero from a gated PE. A registered logic multiplier
+            # loads it into its product register (synchronous reset) while its operands and
+            # nodes hold; other multipliers' products are masked after the fact.
+            if slot.clear is not None:
+                m.d.comb += slot.clear.eq(zero_next)
+            else:
+                product = Signal(slot.p.shape(), name=f"gp_{name}")
+                m.d.comb += product.eq(Mux(flag(cfg.mul_latency + 1), 0, slot.p))
+                slot.p = product
 
     def _accumulate(self, acc, addend):
         """``acc + addend`` in the accumulator width, saturating when the config asks for it."""

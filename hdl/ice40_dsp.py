@@ -306,7 +306,8 @@ class Mac16x16(_Mac16Base):
     def __init__(self, a_signed=True, b_signed=True, *, latency=2, use_primitive=None):
         self._configure(a_signed, b_signed, latency, use_primitive, width=16)
         super().__init__({
-            "a": In(self.a_shape), "b": In(self.b_shape), "en": In(1), "p": Out(self.p_shape),
+            "a": In(self.a_shape), "b": In(self.b_shape), "en": In(1), "clear": In(1),
+            "p": Out(self.p_shape),
         })
 
     @property
@@ -363,6 +364,7 @@ class PipelinedLutMultiplier(wiring.Component):
     a : ``In(a_shape)``
     b : ``In(b_shape)``
     en : ``In(1)``
+    clear : ``In(1)``
     p : ``Out(product_shape(a_shape, b_shape))``
 
     Raises
@@ -389,7 +391,8 @@ class PipelinedLutMultiplier(wiring.Component):
         self.b_shape = shapes["b_shape"]
         self.p_shape = product_shape(self.a_shape, self.b_shape)
         super().__init__({
-            "a": In(self.a_shape), "b": In(self.b_shape), "en": In(1), "p": Out(self.p_shape),
+            "a": In(self.a_shape), "b": In(self.b_shape), "en": In(1), "clear": In(1),
+            "p": Out(self.p_shape),
         })
 
     def elaborate(self, platform):
@@ -398,11 +401,12 @@ class PipelinedLutMultiplier(wiring.Component):
         # The low half of b is a plain unsigned number; only the high half carries b's sign.
         lo_shape = unsigned(k)
         hi_shape = _operand_shape(self.b_shape.signed, self.b_shape.width - k)
-        lo = partial_product_multiply(self.a, self.b[:k], self.a_shape, lo_shape)
-        hi = partial_product_multiply(self.a, self.b[k:], self.a_shape, hi_shape)
+        # Named nodes (``m``): a waveform shows the adder trees' activity.
+        lo = partial_product_multiply(self.a, self.b[:k], self.a_shape, lo_shape, m)
+        hi = partial_product_multiply(self.a, self.b[k:], self.a_shape, hi_shape, m)
         lo_q = Signal(product_shape(self.a_shape, lo_shape), name="lo_q")
         hi_q = Signal(product_shape(self.a_shape, hi_shape), name="hi_q")
         with m.If(self.en):
             m.d.sync += [lo_q.eq(lo), hi_q.eq(hi)]
-            m.d.sync += self.p.eq(lo_q + (hi_q << k))
+            m.d.sync += self.p.eq(Mux(self.clear, 0, lo_q + (hi_q << k)))
         return m

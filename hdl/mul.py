@@ -70,7 +70,10 @@ class Multiplier(wiring.Component):
     """A registered multiplier.
 
     ``p`` holds ``a * b`` computed from the operands present ``latency`` enabled cycles earlier;
-    operands are sampled only when ``en`` is high, so a stalled array keeps its state.
+    operands are sampled only when ``en`` is high, so a stalled array keeps its state. With
+    ``latency >= 1``, ``clear`` high in an enabled cycle loads 0 into ``p`` instead of the product
+    (the flip-flops' synchronous reset: no logic in front of them). Operand gating uses it to hand
+    a zero downstream while the multiplier's operands and nodes hold still.
 
     Parameters
     ----------
@@ -86,6 +89,7 @@ class Multiplier(wiring.Component):
     a : In(a_shape)
     b : In(b_shape)
     en : In(1)
+    clear : In(1)
     p : Out(product_shape(a_shape, b_shape))
     """
 
@@ -104,6 +108,7 @@ class Multiplier(wiring.Component):
             "a": In(self.a_shape),
             "b": In(self.b_shape),
             "en": In(1),
+            "clear": In(1),
             "p": Out(product_shape(self.a_shape, self.b_shape)),
         })
 
@@ -128,5 +133,5 @@ class Multiplier(wiring.Component):
             m.d.comb += self.p.eq(result)
         else:
             with m.If(self.en):
-                m.d.sync += self.p.eq(result)
+                m.d.sync += self.p.eq(Mux(self.clear, 0, result))
         return m
