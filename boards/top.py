@@ -57,12 +57,18 @@ def connect_pins(m, platform, shell, spec):
     m.submodules.uart_rx_buf = rx_buf = io.Buffer("i", uart.rx)
     m.submodules.uart_tx_buf = tx_buf = io.Buffer("o", uart.tx)
     m.d.comb += [shell.rx.eq(rx_buf.i), tx_buf.o.eq(shell.tx)]
-    heartbeat = Signal(range(int(spec.clock_hz) // 3 + 1))
+    # Two short counters instead of one long one: a 10-bit prescaler whose registered wrap steps
+    # the beat counter, so neither carry chain limits the shell clock.
+    prescale = Signal(10)
+    tick = Signal()
+    m.d.sync += [prescale.eq(prescale + 1), tick.eq(prescale == (1 << 10) - 1)]
+    heartbeat = Signal(range(max(1, int(spec.clock_hz) // 3 >> 10) + 1))
     beat = Signal()
-    with m.If(heartbeat == 0):
-        m.d.sync += [heartbeat.eq(int(spec.clock_hz) // 3), beat.eq(~beat)]
-    with m.Else():
-        m.d.sync += heartbeat.eq(heartbeat - 1)
+    with m.If(tick):
+        with m.If(heartbeat == 0):
+            m.d.sync += [heartbeat.eq(max(1, int(spec.clock_hz) // 3 >> 10)), beat.eq(~beat)]
+        with m.Else():
+            m.d.sync += heartbeat.eq(heartbeat - 1)
     status = [beat, shell.leds[0] | shell.leds[1], shell.leds[2]]
     for i in range(min(spec.leds, len(status))):
         led = platform.request("led", i, dir="-")

@@ -6,7 +6,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ._params import reject
-from .requant import Requantizer
+from .requant import SERIAL, Requantizer
 
 __all__ = ["PARAM_BIAS", "PARAM_MULT", "PARAM_SHIFT", "OutputStage", "drain_layout", "saturate"]
 
@@ -22,9 +22,18 @@ def drain_layout(acc_bits):
 
 
 def saturate(value, bits):
-    """``value`` clamped to the signed ``bits``-bit range (an Amaranth expression)."""
+    """``value`` (signed) clamped to the signed ``bits``-bit range (an Amaranth expression).
+
+    A two's complement value fits in ``bits`` bits when its bits from ``bits - 1`` up are all
+    equal; otherwise its sign picks the limit. No comparators: no carry chains.
+    """
     lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(value > hi, hi, Mux(value < lo, lo, value))
+    width = value.shape().width
+    if width <= bits:
+        return value
+    top = value[bits - 1:]
+    fits = (top == 0) | (top == (1 << (width - bits + 1)) - 1)
+    return Mux(fits, value[:bits].as_signed(), Mux(value[width - 1], lo, hi))
 
 
 class OutputStage(wiring.Component):
@@ -33,7 +42,8 @@ class OutputStage(wiring.Component):
     Per-channel bias (int32), multiplier (Q31) and right shift live in small memories, written in
     channel order through ``param`` (one counter per kind, restarted by ``clear``). The
     requantizer is :class:`~npuforge.hdl.requant.Requantizer`; ``requant_radix`` chooses its
-    architecture.
+    architecture. With the serial requantizer, raw results go around it through a register of
+    their own: one result per cycle, as fast as the array drains them.
 
     Parameters
     ----------
@@ -106,27 +116,47 @@ class OutputStage(wiring.Component):
 
         # -- bias lookup, then the requantizer ---------------------------------------------------------
         m.submodules.requant = requant = Requantizer(radix_bits=self.requant_radix)
+        # The serial unit needs 5 cycles for a raw result; a bypass register passes one a cycle.
+        bypass = self.requant_radix == SERIAL
         m.d.comb += [
             requant.raw.eq(self.raw),
             requant.zero_point.eq(self.zero_point),
             requant.out_min.eq(self.out_min),
             requant.out_max.eq(self.out_max),
         ]
-        wiring.connect(m, requant.o, wiring.flipped(self.o))
         bias_rd = bias_mem.read_port()
         mult_rd = mult_mem.read_port()
         shift_rd = shift_mem.read_port()
         ob_valid = Signal()
         ob_acc = Signal(signed(self.acc_bits))
+        biased = Signal(signed(32))
+        m.d.comb += biased.eq(saturate(ob_acc + bias_rd.data, 32))
         advance = Signal()
+        if bypass:
+            byp_valid = Signal()
+            byp_data = Signal(signed(32))
+            byp_free = ~byp_valid | self.o.ready
+            with m.If(self.raw & byp_free):
+                m.d.sync += [byp_valid.eq(ob_valid), byp_data.eq(biased)]
+            m.d.comb += [
+                advance.eq(~ob_valid | Mux(self.raw, byp_free, requant.i.ready)),
+                requant.i.valid.eq(ob_valid & ~self.raw),
+                requant.o.ready.eq(self.o.ready & ~self.raw),
+                self.o.valid.eq(Mux(self.raw, byp_valid, requant.o.valid)),
+                self.o.payload.eq(Mux(self.raw, byp_data, requant.o.payload)),
+            ]
+        else:
+            wiring.connect(m, requant.o, wiring.flipped(self.o))
+            m.d.comb += [
+                advance.eq(~ob_valid | requant.i.ready),
+                requant.i.valid.eq(ob_valid),
+            ]
         m.d.comb += [
-            advance.eq(~ob_valid | requant.i.ready),
             self.i.ready.eq(advance),
             bias_rd.addr.eq(self.i.payload.n), bias_rd.en.eq(advance),
             mult_rd.addr.eq(self.i.payload.n), mult_rd.en.eq(advance),
             shift_rd.addr.eq(self.i.payload.n), shift_rd.en.eq(advance),
-            requant.i.valid.eq(ob_valid),
-            requant.i.payload.acc.eq(saturate(ob_acc + bias_rd.data, 32)),
+            requant.i.payload.acc.eq(biased),
             requant.i.payload.mult.eq(mult_rd.data),
             requant.i.payload.shift.eq(shift_rd.data),
         ]

@@ -7,9 +7,11 @@ output backpressure, so that the stage's bias pipeline meets both kinds of requa
 import random
 
 import pytest
+from amaranth.hdl import Module, Signal, signed
 from amaranth.sim import Simulator
 
 from npuforge.hdl.output_stage import PARAM_BIAS, PARAM_MULT, PARAM_SHIFT, OutputStage
+from npuforge.hdl.output_stage import saturate as hw_saturate
 from npuforge.sim.golden import INT32_MAX, INT32_MIN, requantize, saturate
 from npuforge.sim.stream import stream_collect
 
@@ -120,3 +122,70 @@ def test_narrow_accumulators_back_to_back(requant_radix):
 def test_parameter_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         OutputStage(**{"acc_bits": 24, "max_n": 4, **kwargs})
+
+
+@pytest.mark.parametrize("raw,most_cycles", [(1, 1), (0, 36)])
+def test_serial_stage_passes_raw_results_one_per_cycle(raw, most_cycles):
+    """With the serial requantizer, raw results go around it: a result every cycle, in order,
+    against the 36 + shift cycles a requantized result takes."""
+    rng = random.Random(31)
+    params = [(rng.randint(-5000, 5000), rng.randint(2**30, INT32_MAX), 0) for _ in range(4)]
+    inputs = [(rng.randint(-(2**23), 2**23 - 1), rng.randrange(4)) for _ in range(24)]
+    dut = OutputStage(acc_bits=24, max_n=4, requant_radix=0)
+    seen = []
+
+    async def producer(ctx):
+        ctx.set(dut.raw, raw)
+        ctx.set(dut.out_min, -128)
+        ctx.set(dut.out_max, 127)
+        for which, column in ((PARAM_BIAS, 0), (PARAM_MULT, 1), (PARAM_SHIFT, 2)):
+            for channel in params:
+                ctx.set(dut.param.payload, {"which": which, "data": channel[column]})
+                ctx.set(dut.param.valid, 1)
+                await ctx.tick()
+        ctx.set(dut.param.valid, 0)
+        ctx.set(dut.o.ready, 1)
+        for acc, n in inputs:
+            ctx.set(dut.i.payload, {"acc": acc, "n": n})
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick().until(dut.i.ready)
+        ctx.set(dut.i.valid, 0)
+
+    async def consumer(ctx):
+        cycle = 0
+        while len(seen) < len(inputs):
+            if ctx.get(dut.o.valid) and ctx.get(dut.o.ready):
+                seen.append((cycle, ctx.get(dut.o.payload)))
+            await ctx.tick()
+            cycle += 1
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(producer)
+    sim.add_testbench(consumer)
+    sim.run()
+    assert [v for _, v in seen] == expected(params, inputs, raw=raw, zp=0, lo=-128, hi=127)
+    gaps = {b[0] - a[0] for a, b in zip(seen, seen[1:])}
+    assert max(gaps) == most_cycles
+
+
+
+@pytest.mark.parametrize("width,bits", [(6, 4), (5, 4), (4, 4), (3, 4), (9, 2)])
+def test_saturate_every_value(width, bits):
+    """The carry-free clamp against the golden model's, for every value of a small width."""
+    m = Module()
+    x = Signal(signed(width))
+    out = Signal(signed(max(bits, width)))
+    m.d.comb += out.eq(hw_saturate(x, bits))
+    got = []
+
+    async def bench(ctx):
+        for v in range(-(1 << (width - 1)), 1 << (width - 1)):
+            ctx.set(x, v)
+            got.append((v, ctx.get(out)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert got == [(v, int(saturate(v, bits))) for v, _ in got]
+    assert len(got) == 1 << width
