@@ -4,12 +4,14 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from amaranth.hdl import ClockDomain, Elaboratable, Module
 from amaranth.sim import Simulator
 
-from ..generators.mac_array import LoadLayout, LoadTarget, MacArray, MacArrayConfig
+from ..generators.mac_array import LoadLayout, LoadTarget, MacArray, MacArrayConfig, SplitMacArray
 from .golden import RequantParams
 
-__all__ = ["GemmResult", "check_operands", "gemm_bench", "load_words", "simulate_gemm"]
+__all__ = ["GemmResult", "SplitClocks", "check_operands", "gemm_bench", "load_words", "simulate_gemm",
+           "simulate_split_gemm"]
 
 CLOCK_PERIOD = 1e-6
 
@@ -173,6 +175,25 @@ def gemm_bench(dut, config, x, w, bias, requant, *, backpressure=0.0, rng=None):
     return bench, results, stats
 
 
+def _check_common(config, backpressure):
+    if not isinstance(config, MacArrayConfig):
+        raise TypeError(f"config must be a MacArrayConfig, not {config!r}")
+    if not 0.0 <= backpressure < 1.0:
+        raise ValueError(f"backpressure must be in 0..1 (exclusive), not {backpressure!r}")
+
+
+def _result(config, x, w, results, stats, seconds):
+    m_, k_ = x.shape
+    n_ = w.shape[1]
+    out_rows, out_cols = config.output_order(m_, n_)
+    y = np.zeros((m_, n_), dtype=np.int64)
+    y[out_rows, out_cols] = np.array(results, dtype=np.int64)
+    cycles = stats["cycles"]
+    util = (m_ * k_ * n_) / (config.macs_per_cycle * cycles) if cycles else 0.0
+    return GemmResult(y=y, cycles=cycles, utilization=util, load_cycles=stats["load_cycles"],
+                      seconds=seconds, config=config)
+
+
 def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="amaranth",
                   backpressure=0.0, seed=0):
     """Compute ``requant(x @ w + bias)`` on a simulated MAC array.
@@ -201,12 +222,9 @@ def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="a
     -------
     GemmResult
     """
-    if not isinstance(config, MacArrayConfig):
-        raise TypeError(f"config must be a MacArrayConfig, not {config!r}")
+    _check_common(config, backpressure)
     if backend not in ("amaranth", "verilator"):
         raise ValueError(f"backend must be 'amaranth' or 'verilator', not {backend!r}")
-    if not 0.0 <= backpressure < 1.0:
-        raise ValueError(f"backpressure must be in 0..1 (exclusive), not {backpressure!r}")
     if backend == "verilator":
         if vcd is not None:
             raise ValueError("vcd is not supported with backend='verilator'; use backend='amaranth' "
@@ -215,10 +233,7 @@ def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="a
         return run_gemm(config, x, w, bias, requant, backpressure=backpressure, seed=seed)
     x, w, bias = check_operands(config, x, w, bias, requant)
     rng = np.random.default_rng(seed)
-    m_, k_ = x.shape
-    n_ = w.shape[1]
     dut = MacArray(config)
-    out_rows, out_cols = config.output_order(m_, n_)
     bench, results, stats = gemm_bench(dut, config, x, w, bias, requant, backpressure=backpressure,
                                        rng=rng)
 
@@ -232,10 +247,47 @@ def simulate_gemm(config, x, w, bias=None, requant=None, vcd=None, *, backend="a
     else:
         sim.run()
     seconds = time.perf_counter() - t0
+    return _result(config, x, w, results, stats, seconds)
 
-    y = np.zeros((m_, n_), dtype=np.int64)
-    y[out_rows, out_cols] = np.array(results, dtype=np.int64)
-    cycles = stats["cycles"]
-    util = (m_ * k_ * n_) / (config.macs_per_cycle * cycles) if cycles else 0.0
-    return GemmResult(y=y, cycles=cycles, utilization=util, load_cycles=stats["load_cycles"],
-                      seconds=seconds, config=config)
+
+class SplitClocks(Elaboratable):
+    """A :class:`~npuforge.generators.mac_array.SplitMacArray` with its array clock domain, for a
+    simulator to clock (``sync`` and the array's domain)."""
+
+    def __init__(self, dut):
+        self.dut = dut
+
+    def elaborate(self, platform):
+        m = Module()
+        m.domains += ClockDomain(self.dut.array_domain)
+        m.submodules.dut = self.dut
+        return m
+
+
+def simulate_split_gemm(config, x, w, bias=None, requant=None, *, array_hz, board_hz=12e6,
+                        backpressure=0.0, seed=0):
+    """Like :func:`simulate_gemm`, on the board designs' two clocks: the array core of a
+    :class:`~npuforge.generators.mac_array.SplitMacArray` at ``array_hz`` (the PLL), the output
+    stage and the host side at ``board_hz``.
+
+    Returns
+    -------
+    GemmResult
+        ``cycles`` counts the array clock from ``start`` until the core is done (it includes the
+        cycles the core waits for the slower output stage); ``load_cycles`` the board clock.
+    """
+    _check_common(config, backpressure)
+    for name, hz in (("array_hz", array_hz), ("board_hz", board_hz)):
+        if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not hz > 0:
+            raise ValueError(f"{name} must be a positive frequency in Hz, not {hz!r}")
+    x, w, bias = check_operands(config, x, w, bias, requant)
+    dut = SplitMacArray(config, "array")
+    bench, results, stats = gemm_bench(dut, config, x, w, bias, requant, backpressure=backpressure,
+                                       rng=np.random.default_rng(seed))
+    sim = Simulator(SplitClocks(dut))
+    sim.add_clock(1 / board_hz)
+    sim.add_clock(1 / array_hz, domain="array")
+    sim.add_testbench(bench)
+    t0 = time.perf_counter()
+    sim.run()
+    return _result(config, x, w, results, stats, time.perf_counter() - t0)
