@@ -16,7 +16,7 @@ Amaranth simulator, on a smaller GEMM (``--board-size``, K = 256) next to the sa
 
 Writes ``bench/results/sustained.json`` and ``sustained.md``.
 
-Usage: ``python bench/sustained.py [--size 256] [--board-size 32] [--only NAME] [--out DIR]``
+Usage: ``python bench/sustained.py [--size 256] [--board-size 48] [--only NAME] [--out DIR]``
 """
 
 import argparse
@@ -146,7 +146,7 @@ def markdown(rows, meta, board_rows=()):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="M = K = N of the GEMM")
-    parser.add_argument("--board-size", type=int, default=32,
+    parser.add_argument("--board-size", type=int, default=48,
                         help="M = N of the GEMM (K = 256) run at the board clocks; 0 skips it")
     parser.add_argument("--only", action="append", default=[], help="design name pattern (repeatable)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
