@@ -59,6 +59,10 @@ ESTIMATE_KEYS = ("logic_cells", "bram", "spram", "dsp")
 # older cached builds are not reused.
 _FLOW_VERSION = "1"
 
+# A source-location attribute: a line of RTLIL, or a Verilog attribute instance.
+_SRC_ATTRIBUTE = re.compile(r'^[ \t]*attribute \\src "(?:[^"\\]|\\.)*"\n'
+                            r'|\(\* src = "(?:[^"\\]|\\.)*" \*\)[ \t]*', re.MULTILINE)
+
 _NAME = "top"
 _STAGE_NAMES = {"yosys": "yosys", "nextpnr-ice40": "nextpnr", "icepack": "icepack"}
 _STAGE_LOGS = {"yosys": "top.rpt", "nextpnr": "top.tim"}
@@ -279,10 +283,16 @@ def content_hash(files: Mapping[str, Union[str, bytes]], *, board: str, seed: in
         ``synth_ice40`` options.
     versions : mapping
         Tool versions (empty for a plan-only build).
+
+    Source-location attributes (RTLIL ``attribute \\src``, Verilog ``(* src = ... *)``) are left
+    out: they name Python files and lines (absolute paths included), not logic, so moving code
+    or building from another checkout does not force a rebuild.
     """
     hasher = hashlib.sha256()
 
     def feed(tag: str, data: Union[str, bytes]) -> None:
+        if isinstance(data, str):
+            data = _SRC_ATTRIBUTE.sub("", data)
         raw = data.encode("utf-8") if isinstance(data, str) else data
         hasher.update(f"{tag}:{len(raw)}:".encode())
         hasher.update(raw)

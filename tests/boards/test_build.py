@@ -157,6 +157,29 @@ def test_content_hash_covers_versions_and_files():
         content_hash({"a": "x", "b": "yz"}, board="icestick", seed=1, synth_opts="", versions={})
 
 
+
+def test_content_hash_ignores_source_locations(tmp_path):
+    # A real plan's RTLIL names Python files and lines in `src` attributes: the same logic built
+    # from another checkout, or after moving code, hashes the same; other logic does not.
+    result = build(Blink(), "icebreaker", tmp_path / "x", seed=1, plan_only=True)
+    files = {name: (tmp_path / "x" / name).read_text() for name in result.files}
+    assert 'attribute \\src "' in files["top.il"]
+    moved = dict(files)
+    moved["top.il"] = re.sub(r'(attribute \\src ")([^"]*)', r'\1/elsewhere/checkout.py:1\2',
+                             files["top.il"])
+    moved["top.debug.v"] = "(* src = \"/x/y.py:3\" *) " + files.get("top.debug.v", "")
+    plain = {**files, "top.debug.v": files.get("top.debug.v", "")}
+
+    def digest(f):
+        return content_hash(f, board="icebreaker", seed=1, synth_opts="-dsp", versions={})
+
+    assert moved["top.il"] != files["top.il"]
+    assert digest(moved) == digest(plain)
+    other = dict(files)
+    other["top.il"] = files["top.il"].replace("\\src", "\\keep", 1)
+    assert digest(other) != digest(plain)
+
+
 # -- resource pre-check --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("board, resources, message", [
