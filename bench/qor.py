@@ -94,9 +94,10 @@ def _cfg(rows, cols, multiplier="lut", **kw):
 UP5K = "icebreaker"
 HX8K = "ice40_hx8k_b_evn"
 
-def _carry(rows, cols, latency=2):
-    # Carry-chain logic multipliers with shared operand delay lines, bit-serial requantizer.
-    return _cfg(rows, cols, lut_multiplier="carry", mul_latency=latency, requant_radix=0)
+def _carry(rows, cols, latency=2, requant_radix=0):
+    # Carry-chain logic multipliers with shared operand delay lines, bit-serial requantizer unless
+    # asked for another.
+    return _cfg(rows, cols, lut_multiplier="carry", mul_latency=latency, requant_radix=requant_radix)
 
 
 def _mixed_carry(rows, cols, dataflow="os", latency=2):
@@ -131,6 +132,10 @@ DESIGNS = (
     Design("hx8k-4x5-lut-l2", HX8K, _cfg(4, 5, mul_latency=2), precheck=False),
     Design("hx8k-4x6-lut-l2", HX8K, _cfg(4, 6, mul_latency=2)),
     Design("hx8k-4x6-carry-pll42", HX8K, _carry(4, 6), PLL_HZ, precheck=False),
+    # A requantizer that keeps up with int8 results at K = 256 from the board clock: 3 cycles a
+    # result (11 multiplier bits per cycle) against the 24 results per 256 beats at 42 MHz.
+    Design("hx8k-4x6-carry-rq11-pll42", HX8K, _carry(4, 6, requant_radix=11), PLL_HZ,
+           precheck=False),
     Design("hx8k-4x8-carry-pll42", HX8K, _carry(4, 8), PLL_HZ, precheck=False),
     Design("hx8k-4x8-carry-pll72", HX8K, _carry(4, 8), 72e6, precheck=False),
 )

@@ -10,7 +10,8 @@ runs at the array's clock here.
 
 In the PLL board designs the output stage stays on the 12 MHz board clock with the shell
 (:class:`~npuforge.generators.mac_array.SplitMacArray`). A second table runs those designs as built:
-two clocks (board clock and the PLL's exact output), asynchronous FIFOs, raw results, in the
+two clocks (board clock and the PLL's exact output), asynchronous FIFOs, raw results (and int8
+ones when the requantizer is a pipelined one), in the
 Amaranth simulator, on a smaller GEMM (``--board-size``, K = 256) next to the same GEMM on one clock
 (Verilator): the difference is what the slower output stage costs.
 
@@ -95,29 +96,36 @@ def run(design, size, seed=0):
 
 
 def run_board_clocks(design, size, k=256, seed=0):
-    """One raw GEMM (size x k x size) on the split design at its board and PLL clocks, and the
-    same on one clock; both must match the golden model."""
+    """GEMMs (size x k x size) on the split design at its board and PLL clocks, and the same on one
+    clock; all must match the golden model. Raw results, and int8 ones when the requantizer is a
+    pipelined one (the serial unit's pace is known: 36 + shift board cycles a result)."""
     spec = get_board(design.board)
     array_hz = pll_parameters(spec.clock_hz, design.array_hz)["f_out"]
     cfg = dataclasses.replace(design.config, max_m=size, max_k=k, max_n=size)
-    x, w, bias, _ = gemm_operands(size, k, size, seed)
-    want = mac_array_reference(x, w, bias, None, acc_bits=cfg.accumulator_bits, k_group=cfg.k_group)
-    split = simulate_split_gemm(cfg, x, w, bias, array_hz=array_hz, board_hz=spec.clock_hz)
-    one = simulate_gemm(cfg, x, w, bias, None, backend="verilator")
-    for label, got in (("board clocks", split.y), ("one clock", one.y)):
-        if not np.array_equal(got, want):
-            raise SystemExit(f"{design.name} ({label}): the array disagrees with the golden model")
-    row = {
-        "design": design.name, "board": design.board, "allocation": allocation(cfg),
-        "macs_per_cycle": cfg.macs_per_cycle, "mode": "raw", "gemm": f"{size}x{k}x{size}",
-        "board_hz": spec.clock_hz, "array_hz": array_hz,
-        "cycles": split.cycles, "utilization": split.utilization,
-        "cycles_one_clock": one.cycles, "utilization_one_clock": one.utilization,
-        "sim_seconds": split.seconds,
-    }
-    print(f"  {design.name:36s} board clocks {row['utilization']:6.1%} busy, one clock "
-          f"{row['utilization_one_clock']:6.1%}  ({split.seconds:.1f} s)", flush=True)
-    return row
+    x, w, bias, requant = gemm_operands(size, k, size, seed)
+    rows = []
+    for mode, rq in (("raw", None), ("int8", requant)):
+        if rq is not None and not cfg.requant_radix:
+            continue
+        want = mac_array_reference(x, w, bias, rq, acc_bits=cfg.accumulator_bits, k_group=cfg.k_group)
+        split = simulate_split_gemm(cfg, x, w, bias, rq, array_hz=array_hz, board_hz=spec.clock_hz)
+        one = simulate_gemm(cfg, x, w, bias, rq, backend="verilator")
+        for label, got in (("board clocks", split.y), ("one clock", one.y)):
+            if not np.array_equal(got, want):
+                raise SystemExit(f"{design.name} ({mode}, {label}): the array disagrees with the "
+                                 "golden model")
+        row = {
+            "design": design.name, "board": design.board, "allocation": allocation(cfg),
+            "macs_per_cycle": cfg.macs_per_cycle, "mode": mode, "gemm": f"{size}x{k}x{size}",
+            "board_hz": spec.clock_hz, "array_hz": array_hz,
+            "cycles": split.cycles, "utilization": split.utilization,
+            "cycles_one_clock": one.cycles, "utilization_one_clock": one.utilization,
+            "sim_seconds": split.seconds,
+        }
+        rows.append(row)
+        print(f"  {design.name:36s} {mode:4s} board clocks {row['utilization']:6.1%} busy, one clock "
+              f"{row['utilization_one_clock']:6.1%}  ({split.seconds:.1f} s)", flush=True)
+    return rows
 
 
 def markdown(rows, meta, board_rows=()):
@@ -130,16 +138,17 @@ def markdown(rows, meta, board_rows=()):
               f"{r['ideal_cycles']:.0f}", f"{r['utilization']:.1%}", str(r["load_cycles"])] for r in rows]
     text = markdown_report("Sustained GEMM throughput", intro, columns, cells)
     if board_rows:
-        columns = [("design", False), ("GEMM", False), ("board / array clock", False),
+        columns = [("design", False), ("GEMM", False), ("outputs", False), ("board / array clock", False),
                    ("array cycles", True), ("busy, board clocks", True), ("busy, one clock", True)]
-        cells = [[r["design"], r["gemm"], f"{r['board_hz'] / 1e6:g} / {r['array_hz'] / 1e6:g} MHz",
+        cells = [[r["design"], r["gemm"], r["mode"], f"{r['board_hz'] / 1e6:g} / {r['array_hz'] / 1e6:g} MHz",
                   str(r["cycles"]), f"{r['utilization']:.1%}", f"{r['utilization_one_clock']:.1%}"]
                  for r in board_rows]
         text += "\n" + markdown_report(
             "PLL designs at their board clocks",
-            "The output stage on the board clock, the array on the PLL, raw results, Amaranth "
-            "simulator; next to the same GEMM on one clock (Verilator). Array cycles from START to "
-            "the last result.", columns, cells).replace("# PLL", "## PLL", 1)
+            "The output stage on the board clock, the array on the PLL, Amaranth simulator; next to "
+            "the same GEMM on one clock (Verilator). Raw results, and int8 ones for pipelined "
+            "requantizers. Array cycles from START to the last result.", columns,
+            cells).replace("# PLL", "## PLL", 1)
     return text
 
 
@@ -160,7 +169,7 @@ def main(argv=None):
     if args.board_size:
         for design in _designs(args.only, per_clock=True):
             if design.array_hz is not None:
-                board_rows.append(run_board_clocks(design, args.board_size))
+                board_rows += run_board_clocks(design, args.board_size)
     meta = {"date": time.strftime("%Y-%m-%d"), "size": args.size, "board_size": args.board_size,
             "python": platform.python_version(),
             "verilator": ".".join(str(v) for v in verilator.verilator_version())}

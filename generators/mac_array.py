@@ -602,7 +602,8 @@ class MacCore(wiring.Component):
         # One bit wider than `kk`, so that K = 1 (all ones) matches no index.
         self._k_before_last = Signal(len(self._k_last) + 1)
         self._m_before_last = Signal(len(self._m_last) + 1)
-        m.d.sync += self._m_before_last.eq(self.size_m - 2)
+        self._n_before_last = Signal(len(self._n_last) + 1)
+        m.d.sync += [self._m_before_last.eq(self.size_m - 2), self._n_before_last.eq(self.size_n - 2)]
         m.d.sync += [self._k_last.eq(self.size_k - 1), self._m_last.eq(self.size_m - 1),
                      self._n_last.eq(self.size_n - 1), self._k_before_last.eq(self.size_k - 2)]
         # `start`, or a START word on `load` (which is only taken while idle), registered: the
@@ -659,29 +660,53 @@ class MacCore(wiring.Component):
         load_ok = Signal()
         m.d.sync += load_ok.eq(~busy)
         m.d.comb += ld.ready.eq(load_ok & ~self._go)
-        take = ld.valid & ld.ready
         target = ld.payload.target
         value = ld.payload.data
+        take_x, take_w, take_clear = Signal(), Signal(), Signal()
+        m.d.comb += [
+            take_x.eq(ld.valid & ld.ready & (target == LoadTarget.X)),
+            take_w.eq(ld.valid & ld.ready & (target == LoadTarget.W)),
+            take_clear.eq(self.clear | (ld.valid & ld.ready & (target == LoadTarget.CLEAR))),
+        ]
 
         x_wr = x_mem.write_port(granularity=1)
         w_wr = w_mem.write_port(granularity=1)
         xa = range(cfg.x_words)
         wa = range(cfg.w_words)
 
+        def end_flag(name, index, size, last, before_last, take):
+            """A register that says ``index == last`` (``size - 1``), computed a step ahead so that
+            the counters' clock enables do not wait for a wide compare: a clear (``index`` to 0)
+            sets it from ``size`` itself, which may change in the same cycle; then it follows
+            ``index`` as ``take`` steps it (to 0 after ``last``, else up by one), and is refreshed
+            while nothing is taken. ``last`` and ``before_last`` are registered, so a word may
+            come no sooner than the cycle after its sizes."""
+            flag = Signal(name=name)
+            with m.If(take_clear):
+                m.d.sync += flag.eq(size == 1)
+            with m.Elif(take):
+                m.d.sync += flag.eq(Mux(flag, last == 0, index == before_last))
+            with m.Else():
+                m.d.sync += flag.eq(index == last)
+            return flag
+
         # X: output-stationary keeps M across lanes (lane = m % R, word = (m // R) * K + k);
         # weight-stationary keeps K across lanes (lane = k % R, word = (k // R) * M + m).
-        x_lane, x_base, x_i = Signal(range(R)), Signal(xa), Signal(self._counter(cfg.max_m))
-        x_k = Signal(self._counter(cfg.max_k))
+        x_lane = Signal(range(R), name="x_lane")
+        x_base = Signal(xa, name="x_base")
+        x_i = Signal(self._counter(cfg.max_m), name="x_i")
+        x_k = Signal(self._counter(cfg.max_k), name="x_k")
+        x_k_end = end_flag("x_k_end", x_k, K, self._k_last, self._k_before_last, take_x)
         for lane in range(R):
             m.d.comb += x_wr.data[lane].eq(value)
         if cfg.dataflow == "os":
             m.d.comb += x_wr.addr.eq(x_base + x_k)
         else:
             m.d.comb += x_wr.addr.eq(x_base + x_i)
-        m.d.comb += x_wr.en.eq(Mux(take & (target == LoadTarget.X), 1 << x_lane, 0))
-        with m.If(take & (target == LoadTarget.X)):
+        m.d.comb += x_wr.en.eq(Mux(take_x, 1 << x_lane, 0))
+        with m.If(take_x):
             if cfg.dataflow == "os":
-                with m.If(x_k == self._k_last):
+                with m.If(x_k_end):
                     m.d.sync += x_k.eq(0)
                     with m.If(x_lane == R - 1):
                         m.d.sync += [x_lane.eq(0), x_base.eq(x_base + K)]
@@ -690,7 +715,7 @@ class MacCore(wiring.Component):
                 with m.Else():
                     m.d.sync += x_k.eq(x_k + 1)
             else:
-                with m.If(x_k == self._k_last):
+                with m.If(x_k_end):
                     m.d.sync += [x_k.eq(0), x_lane.eq(0), x_base.eq(0), x_i.eq(x_i + 1)]
                 with m.Else():
                     m.d.sync += x_k.eq(x_k + 1)
@@ -700,16 +725,19 @@ class MacCore(wiring.Component):
                         m.d.sync += x_lane.eq(x_lane + 1)
 
         # W: lane = n % C, word = (n // C) * K + k, for both dataflows.
-        w_lane, w_base = Signal(range(C)), Signal(wa)
-        w_n, w_k = Signal(self._counter(cfg.max_n)), Signal(self._counter(cfg.max_k))
+        w_lane = Signal(range(C), name="w_lane")
+        w_base = Signal(wa, name="w_base")
+        w_n = Signal(self._counter(cfg.max_n), name="w_n")
+        w_k = Signal(self._counter(cfg.max_k), name="w_k")
+        w_n_end = end_flag("w_n_end", w_n, self.size_n, self._n_last, self._n_before_last, take_w)
         for lane in range(C):
             m.d.comb += w_wr.data[lane].eq(value)
         m.d.comb += [
             w_wr.addr.eq(w_base + w_k),
-            w_wr.en.eq(Mux(take & (target == LoadTarget.W), 1 << w_lane, 0)),
+            w_wr.en.eq(Mux(take_w, 1 << w_lane, 0)),
         ]
-        with m.If(take & (target == LoadTarget.W)):
-            with m.If(w_n == self._n_last):
+        with m.If(take_w):
+            with m.If(w_n_end):
                 m.d.sync += [w_n.eq(0), w_lane.eq(0), w_base.eq(0), w_k.eq(w_k + 1)]
             with m.Else():
                 m.d.sync += w_n.eq(w_n + 1)
@@ -718,7 +746,7 @@ class MacCore(wiring.Component):
                 with m.Else():
                     m.d.sync += w_lane.eq(w_lane + 1)
 
-        with m.If(self.clear | (take & (target == LoadTarget.CLEAR))):
+        with m.If(take_clear):
             m.d.sync += [x_lane.eq(0), x_base.eq(0), x_i.eq(0), x_k.eq(0),
                          w_lane.eq(0), w_base.eq(0), w_n.eq(0), w_k.eq(0)]
 
