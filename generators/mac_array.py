@@ -660,20 +660,13 @@ class MacCore(wiring.Component):
         load_ok = Signal()
         m.d.sync += load_ok.eq(~busy)
         m.d.comb += ld.ready.eq(load_ok & ~self._go)
-        # The word taken is registered before it is written: the buffers' write enables and the
-        # counters' clock enables then start from flip-flops, not from the load handshake (a
-        # clock-domain FIFO's flags, `busy`, the START decode). Words keep their order, and the
-        # last one is written before a START behind it gets the sequencer to read.
-        taken = Signal(name="ld_taken")
-        target = Signal(LoadTarget, name="ld_target")
-        value = Signal(max(cfg.in_bits, cfg.w_bits), name="ld_value")
-        m.d.sync += [taken.eq(ld.valid & ld.ready), target.eq(ld.payload.target),
-                     value.eq(ld.payload.data)]
+        target = ld.payload.target
+        value = ld.payload.data
         take_x, take_w, take_clear = Signal(), Signal(), Signal()
         m.d.comb += [
-            take_x.eq(taken & (target == LoadTarget.X)),
-            take_w.eq(taken & (target == LoadTarget.W)),
-            take_clear.eq(self.clear | (taken & (target == LoadTarget.CLEAR))),
+            take_x.eq(ld.valid & ld.ready & (target == LoadTarget.X)),
+            take_w.eq(ld.valid & ld.ready & (target == LoadTarget.W)),
+            take_clear.eq(self.clear | (ld.valid & ld.ready & (target == LoadTarget.CLEAR))),
         ]
 
         x_wr = x_mem.write_port(granularity=1)
