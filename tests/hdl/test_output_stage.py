@@ -16,6 +16,16 @@ from npuforge.sim.golden import INT32_MAX, INT32_MIN, requantize, saturate
 from npuforge.sim.stream import stream_collect
 
 
+async def load_params(ctx, dut, params):
+    """Write every channel's ``(bias, mult, shift)`` through ``param``, kind by kind."""
+    for which, column in ((PARAM_BIAS, 0), (PARAM_MULT, 1), (PARAM_SHIFT, 2)):
+        for channel in params:
+            ctx.set(dut.param.payload, {"which": which, "data": channel[column]})
+            ctx.set(dut.param.valid, 1)
+            await ctx.tick()
+    ctx.set(dut.param.valid, 0)
+
+
 def run_stage(requant_radix, acc_bits, params, inputs, *, raw=0, zp=0, lo=-128, hi=127, seed=0,
               gap_prob=0.3, ready_prob=0.6):
     """Load ``params`` (per channel ``(bias, mult, shift)``), then stream ``inputs`` (``(acc, n)``).
@@ -34,12 +44,7 @@ def run_stage(requant_radix, acc_bits, params, inputs, *, raw=0, zp=0, lo=-128, 
         ctx.set(dut.clear, 1)
         await ctx.tick()
         ctx.set(dut.clear, 0)
-        for which, column in ((PARAM_BIAS, 0), (PARAM_MULT, 1), (PARAM_SHIFT, 2)):
-            for channel in params:
-                ctx.set(dut.param.payload, {"which": which, "data": channel[column]})
-                ctx.set(dut.param.valid, 1)
-                await ctx.tick()
-        ctx.set(dut.param.valid, 0)
+        await load_params(ctx, dut, params)
         for acc, n in inputs:
             while rng_in.random() < gap_prob:
                 await ctx.tick()
@@ -138,12 +143,7 @@ def test_serial_stage_passes_raw_results_one_per_cycle(raw, most_cycles):
         ctx.set(dut.raw, raw)
         ctx.set(dut.out_min, -128)
         ctx.set(dut.out_max, 127)
-        for which, column in ((PARAM_BIAS, 0), (PARAM_MULT, 1), (PARAM_SHIFT, 2)):
-            for channel in params:
-                ctx.set(dut.param.payload, {"which": which, "data": channel[column]})
-                ctx.set(dut.param.valid, 1)
-                await ctx.tick()
-        ctx.set(dut.param.valid, 0)
+        await load_params(ctx, dut, params)
         ctx.set(dut.o.ready, 1)
         for acc, n in inputs:
             ctx.set(dut.i.payload, {"acc": acc, "n": n})
