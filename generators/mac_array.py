@@ -43,7 +43,7 @@ from ..hdl._params import reject
 from ..hdl.carry_mul import CarryMulGrid
 from ..hdl.ice40_dsp import DualMac8x8, Mac16x16, PipelinedLutMultiplier
 from ..hdl.mul import Multiplier, product_shape
-from ..hdl.output_stage import OutputStage, drain_layout
+from ..hdl.output_stage import OutputStage, drain_layout, saturate
 
 __all__ = ["DATAFLOWS", "LoadTarget", "MacArray", "MacArrayConfig", "MacCore"]
 
@@ -441,12 +441,6 @@ class _Slot:
         self.a, self.b, self.p = a, b, p
         #: A registered logic multiplier's ``clear`` input (load a zero product), else None.
         self.clear = None
-
-
-def _saturate(value, bits):
-    """``value`` clamped to the signed ``bits``-bit range (an Amaranth expression)."""
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-    return Mux(value > hi, hi, Mux(value < lo, lo, value))
 
 
 def _mac_array_signature():
@@ -886,7 +880,7 @@ class MacCore(wiring.Component):
         """``acc + addend`` in the accumulator width, saturating when the config asks for it."""
         cfg = self.config
         if cfg.saturating:
-            return _saturate(acc + addend, cfg.accumulator_bits)
+            return saturate(acc + addend, cfg.accumulator_bits)
         return acc + addend
 
     # ------------------------------------------------------------------------------------------
@@ -1209,7 +1203,7 @@ class MacCore(wiring.Component):
         ]
         for j in range(C):
             m.d.comb += acc_wr.data[j].eq(
-                Mux(ctrl[S].first, _saturate(colsum[j], acc_bits) if cfg.saturating else colsum[j],
+                Mux(ctrl[S].first, saturate(colsum[j], acc_bits) if cfg.saturating else colsum[j],
                     self._accumulate(acc_rd.data[j], colsum[j])))
 
         # -- drain: one accumulator row at a time, lane by lane ------------------------------------
